@@ -1,0 +1,169 @@
+"""GEMV benchmark on a CUDA GPU: cuBLAS FP16 against the BCQ LUT kernel at 2, 3 and 4 bits.
+
+    python -m benchmarks.gemv --out benchmarks/results        (or: bcq bench)
+
+Shapes: the Llama-3.1-8B and -70B layers of the peers' H100 table; batch 1, 4, 8, 16.
+Method: every call is captured in a CUDA graph of `calls` launches that cycle through enough
+copies of the weights to exceed L2 (so each call streams its weights from HBM), the graph is
+replayed `repeats` times between CUDA events, and the median per-call time is reported.
+Both methods are timed the same way in the same process, so their ratio is like for like.
+Floor = bytes one call must move (planes + scales + x + y) / measured copy bandwidth.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+LAYERS = {  # name: (N, K)
+    "8B q/k/v": (6144, 4096), "8B o": (4096, 4096), "8B gate+up": (28672, 4096), "8B down": (4096, 14336),
+    "70B q/k/v": (10240, 8192), "70B o": (8192, 8192), "70B gate+up": (57344, 8192), "70B down": (8192, 28672),
+}
+BATCHES = (1, 4, 8, 16)
+BITS = (2, 3, 4)
+GROUP = 128
+L2_MARGIN_BYTES = 256 << 20  # copies of the weights span at least this much memory
+
+
+def bcq_bytes(N, K, M, p, g=GROUP):
+    """Bytes a p-bit call reads and writes at the least: planes, scales, x, y."""
+    return p * N * K // 8 + p * N * (K // g) * 2 + M * K * 2 + M * N * 2
+
+
+def fp16_bytes(N, K, M):
+    return N * K * 2 + M * K * 2 + M * N * 2
+
+
+def copy_bandwidth(cupy, nbytes=1 << 30, repeats=20):
+    """Device-to-device copy, bytes read + written per second."""
+    a = cupy.empty(nbytes // 2, dtype=cupy.float16)
+    b = cupy.empty_like(a)
+    times = []
+    for _ in range(repeats):
+        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        cupy.copyto(b, a)
+        stop.record()
+        stop.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, stop) * 1e-3)
+    return 2 * nbytes / statistics.median(times)
+
+
+def time_graph(cupy, launch, n_copies, calls=40, repeats=15):
+    """Median microseconds per call of launch(i) over a CUDA graph of `calls` launches."""
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        for i in range(n_copies):  # warm-up: compile, allocate scratch
+            launch(i)
+        stream.synchronize()
+        stream.begin_capture()
+        for i in range(calls):
+            launch(i % n_copies)
+        graph = stream.end_capture()
+        graph.launch(stream)
+        times = []
+        for _ in range(repeats):
+            start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+            start.record(stream)
+            graph.launch(stream)
+            stop.record(stream)
+            stop.synchronize()
+            times.append(cupy.cuda.get_elapsed_time(start, stop) * 1e3 / calls)
+    return statistics.median(times)
+
+
+def run(out_dir: Path, layers=LAYERS, batches=BATCHES, bits=BITS, quick=False):
+    import cupy
+
+    import gpu
+
+    rng = np.random.default_rng(0)
+    dev = cupy.cuda.Device()
+    props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+    bw = copy_bandwidth(cupy)
+    records = []
+    for name, (N, K) in layers.items():
+        G = K // GROUP
+        Pmax = max(bits)
+        n_fp16 = max(2, -(-L2_MARGIN_BYTES // (N * K * 2)))
+        n_bcq = max(2, -(-L2_MARGIN_BYTES // (Pmax * N * K // 8)))
+        W = [cupy.asarray(rng.standard_normal((N, K), dtype=np.float32) * 0.02, dtype=cupy.float16)]
+        W += [W[0].copy() for _ in range(n_fp16 - 1)]
+        planes = [cupy.asarray(rng.integers(0, 2 ** 32, size=(Pmax, N, K // 32), dtype=np.uint64).astype(np.uint32))
+                  for _ in range(n_bcq)]
+        alphas = {p: [cupy.asarray((np.abs(rng.standard_normal((p, N, G))) * 0.01).astype(np.float16))
+                      for _ in range(n_bcq)] for p in bits}
+        for M in batches:
+            x = cupy.asarray(rng.standard_normal((M, K)).astype(np.float16))
+            y = cupy.empty((M, N), dtype=cupy.float16)
+            t_fp16 = time_graph(cupy, lambda i: cupy.matmul(x, W[i].T, out=y), n_fp16)
+            rec = dict(layer=name, N=N, K=K, M=M, method="cublas_fp16", bits=None, us=t_fp16,
+                       bytes=fp16_bytes(N, K, M))
+            records.append(rec)
+            for p in bits:
+                t = time_graph(cupy, lambda i: gpu.lut_gemv(x, planes[i][:p], alphas[p][i], group_size=GROUP, out=y),
+                               n_bcq)
+                records.append(dict(layer=name, N=N, K=K, M=M, method="bcq_lut", bits=p, us=t,
+                                    bytes=bcq_bytes(N, K, M, p), speedup_vs_fp16=t_fp16 / t))
+            print(f"{name:12s} M={M:2d}  fp16 {t_fp16:7.1f} us  " + "  ".join(
+                f"{r['bits']}b {r['us']:6.1f}" for r in records[-len(bits):]), flush=True)
+        del W, planes, alphas
+        cupy.get_default_memory_pool().free_all_blocks()
+    for r in records:
+        r["floor_us"] = r["bytes"] / bw * 1e6
+        r["fraction_of_floor"] = r["floor_us"] / r["us"]
+    meta = dict(gpu=props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"]),
+                sms=props["multiProcessorCount"], copy_bandwidth_Bps=bw, group_size=GROUP,
+                cupy=cupy.__version__, python=platform.python_version(),
+                date=time.strftime("%Y-%m-%d"), command="python -m benchmarks.gemv --out benchmarks/results",
+                method="CUDA-graph replay of 40 calls cycling through weight copies larger than L2; median of 15")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "gemv_h100.json").write_text(json.dumps(dict(meta=meta, records=records), indent=1))
+    (out_dir / "gemv_h100.md").write_text(markdown(meta, records))
+    print(markdown(meta, records))
+    return meta, records
+
+
+def markdown(meta, records) -> str:
+    from benchmarks.anchors import ANY_PRECISION_H100_US
+
+    lines = [f"# GEMV on {meta['gpu']} ({meta['date']})", "",
+             f"Command: `{meta['command']}`. {meta['method']}. Measured copy bandwidth "
+             f"{meta['copy_bandwidth_Bps'] / 1e12:.2f} TB/s (read + write). Group size {meta['group_size']}. "
+             "Any-Precision (AP) columns are the peers' H100 numbers (ANCHORS), not re-measured here.", "",
+             "| layer | N x K | M | FP16 us | 2-bit us | 3-bit us | 4-bit us | % of floor 2/3/4 | x FP16 2/3/4 | x AP 3/4 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    by = {}
+    for r in records:
+        by.setdefault((r["layer"], r["M"]), {})[r["bits"]] = r
+    for (layer, M), d in by.items():
+        f = d[None]
+        bq = [d.get(p) for p in (2, 3, 4)]
+        ap = ANY_PRECISION_H100_US.get((layer, M), {})
+        apx = [f"{ap[p] / d[p]['us']:.2f}" if p in ap and p in d else "-" for p in (3, 4)]
+        lines.append(f"| {layer} | {f['N']} x {f['K']} | {M} | {f['us']:.1f} | "
+                     + " | ".join(f"{b['us']:.1f}" if b else "-" for b in bq)
+                     + " | " + " / ".join(f"{100 * b['fraction_of_floor']:.0f}" if b else "-" for b in bq)
+                     + " | " + " / ".join(f"{b['speedup_vs_fp16']:.2f}" if b else "-" for b in bq)
+                     + " | " + " / ".join(apx) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--quick", action="store_true", help="two layers, batch 1 and 8")
+    args = ap.parse_args(argv)
+    if args.quick:
+        run(args.out, {k: LAYERS[k] for k in ("8B o", "70B down")}, (1, 8))
+    else:
+        run(args.out)
+
+
+if __name__ == "__main__":
+    main()

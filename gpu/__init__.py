@@ -1,0 +1,7 @@
+"""CUDA kernels for multi-precision BCQ (CuPy RawModule); see gpu/kernels.py and docs/kernels.md.
+
+Importing this package needs no GPU; calling a kernel needs CuPy and a CUDA device.
+"""
+from .kernels import bcq_matmul, dequantize, launch_geometry, lut_gemv
+
+__all__ = ["bcq_matmul", "dequantize", "launch_geometry", "lut_gemv"]

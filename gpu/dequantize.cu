@@ -1,0 +1,50 @@
+// Dequantize multi-precision BCQ to float16 W_hat [N, K] at precision p (prefill, large batches:
+// dequantize once, then cuBLAS).  Bit-exact with reference/dequant.py.
+//
+// One thread per (row n, 32-input word kw): it reads p plane words and p scales, writes 64 bytes.
+//   for t in 0..31:  w = +-alpha_0;  w = w + (+-alpha_i) for i = 1..p-1;  w = w + beta;  out = fp16(w)
+
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+namespace bcq {
+
+constexpr int kMaxPlanes = 8;
+
+// alpha_i b_i is alpha_i with its sign flipped where the bit is clear, so it is exact.
+__global__ void __launch_bounds__(256)
+dequantize(const uint32_t* __restrict__ planes,   // [p, N, K/32]
+           const __half* __restrict__ alpha,      // [p, N, G]
+           const __half* __restrict__ beta,       // [N, G] or nullptr
+           __half* __restrict__ out,              // [N, K]
+           int N, int K, int p, int group_size) {
+  const int KW = K >> 5;
+  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= (size_t)N * KW) return;
+  const int n = (int)(idx / KW), kw = (int)(idx % KW);
+  const int G = K / group_size, group = kw / (group_size >> 5);
+  uint32_t wd[kMaxPlanes];
+  float al[kMaxPlanes];
+#pragma unroll
+  for (int i = 0; i < kMaxPlanes; ++i) {
+    wd[i] = i < p ? __ldg(planes + ((size_t)i * N + n) * KW + kw) : 0u;
+    al[i] = i < p ? __half2float(alpha[((size_t)i * N + n) * G + group]) : 0.0f;
+  }
+  const float be = beta != nullptr ? __half2float(beta[(size_t)n * G + group]) : 0.0f;
+  __align__(16) __half h[32];
+#pragma unroll
+  for (int t = 0; t < 32; ++t) {
+    float w = ((wd[0] >> t) & 1u) ? al[0] : -al[0];
+#pragma unroll
+    for (int i = 1; i < kMaxPlanes; ++i)
+      if (i < p) w = __fadd_rn(w, ((wd[i] >> t) & 1u) ? al[i] : -al[i]);
+    if (beta != nullptr) w = __fadd_rn(w, be);
+    h[t] = __float2half_rn(w);
+  }
+  uint4* dst = reinterpret_cast<uint4*>(out + (size_t)n * K + (size_t)kw * 32);
+  const uint4* src = reinterpret_cast<const uint4*>(h);
+#pragma unroll
+  for (int v = 0; v < 4; ++v) dst[v] = src[v];
+}
+
+}  // namespace bcq

@@ -1,0 +1,213 @@
+"""CuPy wrappers for the CUDA kernels in this folder.
+
+    lut_gemv(x, planes, alpha, beta=None, *, group_size)   y = x W_hat^T, batch M <= 32, LUT-GEMM
+    dequantize(planes, alpha, beta=None, *, group_size)    W_hat float16 [N, K]
+    bcq_matmul(x, planes, alpha, beta=None, *, group_size) LUT-GEMM up to M = 32, else dequantize + cuBLAS
+
+Arguments (CuPy arrays, or torch CUDA tensors through DLPack; results come back as the same kind):
+    x       float16 [M, K], C-contiguous
+    planes  uint32  [p, N, K/32], C-contiguous: the first p planes of a PackedBCQ (``planes[:p]``)
+    alpha   float16 [p, N, G]: the scale set of precision p
+    beta    float16 [N, G] or None: offsets of precision p
+    group_size  g, a multiple of 32 that divides K
+Every argument is checked before launch (reference.checks), with the same rules as reference/.
+Kernels run on the current CuPy stream (the current torch stream for torch tensors), never
+synchronise the host, use no float atomics, and can be captured in a CUDA graph.
+
+Compiled instantiations (``cupy.RawModule(name_expressions=...)``): ``bcq::lut_gemv<Mp>`` for the
+batch buckets Mp = 1, 2, 4, 8, 16, 32 and ``bcq::dequantize``.  NVRTC compiles them on first use;
+CuPy caches the binaries on disk.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from reference.checks import MAX_LUT_BATCH, check_gemv_args
+from reference.lut_gemv import SPLIT_WORDS, batch_bucket
+
+HERE = Path(__file__).parent
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
+THREADS = 512
+WARPS = THREADS // 32
+ROW_CHUNK = 16
+ACC_FLOATS = 8192
+# sizeof(SharedStorage) in lut_gemv.cu: tables + lane-partial buffer + split partials
+SMEM_BYTES = 4 * 256 * 32 * 4 + WARPS * ROW_CHUNK * 33 * 4 + ACC_FLOATS * 4
+MAX_ROWS_PER_BLOCK = 1024
+NVRTC_OPTIONS = ("-std=c++17",)
+
+
+def _cupy():
+    try:
+        import cupy
+    except ImportError as e:  # pragma: no cover - depends on the machine
+        raise RuntimeError("gpu/: CuPy is not installed (pip install 'bcq-workbench[gpu]')") from e
+    return cupy
+
+
+@functools.lru_cache(maxsize=None)
+def _module(device_id: int, name: str):
+    cupy = _cupy()
+    code = (HERE / f"{name}.cu").read_text()
+    if name == "lut_gemv":
+        names = [f"bcq::lut_gemv<{m}>" for m in BATCH_BUCKETS]
+    else:
+        names = ["bcq::dequantize"]
+    return cupy.RawModule(code=code, options=NVRTC_OPTIONS, name_expressions=names)
+
+
+@functools.lru_cache(maxsize=None)
+def _lut_kernel(device_id: int, Mp: int):
+    kernel = _module(device_id, "lut_gemv").get_function(f"bcq::lut_gemv<{Mp}>")
+    kernel.max_dynamic_shared_size_bytes = SMEM_BYTES
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_id: int) -> int:
+    return _cupy().cuda.Device(device_id).attributes["MultiProcessorCount"]
+
+
+# Split-K scratch, one per (device, stream): launches on one stream are ordered, so they can
+# share it; the counters reset themselves at the end of every launch (graph replays too).
+_scratch: dict = {}
+
+
+def _workspace(device_id: int, stream_ptr: int, n_floats: int, n_counters: int):
+    cupy = _cupy()
+    key = (device_id, stream_ptr)
+    ws, ctr = _scratch.get(key, (None, None))
+    if ws is None or ws.size < n_floats:
+        ws = cupy.empty(max(n_floats, 1), dtype=cupy.float32)
+    if ctr is None or ctr.size < n_counters:
+        ctr = cupy.zeros(max(n_counters, 1), dtype=cupy.uint32)
+    _scratch[key] = (ws, ctr)
+    return ws, ctr
+
+
+def launch_geometry(M: int, N: int, K: int, num_sms: int) -> tuple[int, int, int]:
+    """(num_splits, rows_per_block, num_row_tiles) for one call.
+
+    Splits are fixed by the contract (8192 inputs each); the rows per block are chosen so that
+    splits x row tiles fills the GPU in about one wave.  Rows never interact, so this choice
+    does not change a single output bit.
+    """
+    Mp = batch_bucket(M)
+    W = 32 // Mp
+    num_tiles = -(-(K // 32) // W)
+    num_splits = -(-num_tiles // (SPLIT_WORDS // W))
+    rows_max = min(MAX_ROWS_PER_BLOCK, ACC_FLOATS // Mp)
+    rows = -(-N * num_splits // num_sms)
+    rows = min(max(WARPS, -(-rows // WARPS) * WARPS), rows_max)
+    return num_splits, rows, -(-N // rows)
+
+
+def _as_cupy(a, name):
+    """(cupy array, was_torch) for a CuPy array or a torch CUDA tensor; None passes through."""
+    if a is None:
+        return None, False
+    cupy = _cupy()
+    if isinstance(a, cupy.ndarray):
+        return a, False
+    if type(a).__module__.startswith("torch"):
+        if not a.is_cuda:
+            raise ValueError(f"{name}: torch tensor must be on a CUDA device, got {a.device}")
+        return cupy.from_dlpack(a), True
+    raise TypeError(f"{name}: must be a CuPy array or a torch CUDA tensor, got {type(a).__name__}")
+
+
+def _check_device_arrays(**arrays):
+    cupy = _cupy()
+    dev = cupy.cuda.Device().id
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name}: must be C-contiguous")
+        if a.device.id != dev:
+            raise ValueError(f"{name}: is on device {a.device.id}, the current device is {dev}")
+    return dev
+
+
+def _torch_stream_scope(used_torch: bool):
+    cupy = _cupy()
+    if not used_torch:
+        return cupy.cuda.get_current_stream()
+    import torch
+    return cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+
+
+def _null_or(a):
+    return a if a is not None else np.uint64(0)
+
+
+def lut_gemv(x, planes, alpha, beta=None, *, group_size: int, out=None):
+    """y = x W_hat^T (float16 [M, N]) with the LUT-GEMM kernel; bit-exact with reference.lut_gemv."""
+    (x, tx), (planes, _), (alpha, _), (beta, _) = (_as_cupy(x, "x"), _as_cupy(planes, "planes"),
+                                                   _as_cupy(alpha, "alpha"), _as_cupy(beta, "beta"))
+    M, N, K, p, G = check_gemv_args(x.shape, x.dtype, planes.shape, planes.dtype, alpha.shape, alpha.dtype,
+                                    None if beta is None else beta.shape, None if beta is None else beta.dtype,
+                                    group_size)
+    if M > MAX_LUT_BATCH:
+        raise ValueError(f"x: lut_gemv takes batch 1..{MAX_LUT_BATCH}, got M={M}; use bcq_matmul")
+    dev = _check_device_arrays(x=x, planes=planes, alpha=alpha, beta=beta)
+    cupy = _cupy()
+    stream = _torch_stream_scope(tx)
+    with stream:
+        if out is None:
+            out = cupy.empty((M, N), dtype=cupy.float16)
+        elif out.shape != (M, N) or out.dtype != cupy.float16 or not out.flags.c_contiguous:
+            raise ValueError(f"out: must be a C-contiguous float16 {(M, N)} array")
+        num_splits, rows, row_tiles = launch_geometry(M, N, K, _sm_count(dev))
+        ws, ctr = _workspace(dev, stream.ptr, num_splits * M * N if num_splits > 1 else 0, row_tiles)
+        kernel = _lut_kernel(dev, batch_bucket(M))
+        kernel((num_splits, row_tiles), (THREADS,),
+               (x, planes, alpha, _null_or(beta), out, ws, ctr,
+                np.int32(M), np.int32(N), np.int32(K), np.int32(p), np.int32(group_size), np.int32(rows)),
+               shared_mem=SMEM_BYTES)
+    return _back(out, tx)
+
+
+def dequantize(planes, alpha, beta=None, *, group_size: int, out=None):
+    """W_hat float16 [N, K] at precision p = planes.shape[0]; bit-exact with reference.dequantize_fp16."""
+    (planes, tp), (alpha, _), (beta, _) = _as_cupy(planes, "planes"), _as_cupy(alpha, "alpha"), _as_cupy(beta, "beta")
+    p, N, KW = planes.shape if planes.ndim == 3 else (0, 0, 0)
+    x_shape = (1, KW * 32)
+    _, N, K, p, G = check_gemv_args(x_shape, "float16", planes.shape, planes.dtype, alpha.shape, alpha.dtype,
+                                    None if beta is None else beta.shape, None if beta is None else beta.dtype,
+                                    group_size)
+    dev = _check_device_arrays(planes=planes, alpha=alpha, beta=beta)
+    cupy = _cupy()
+    with _torch_stream_scope(tp):
+        if out is None:
+            out = cupy.empty((N, K), dtype=cupy.float16)
+        kernel = _module(dev, "dequantize").get_function("bcq::dequantize")
+        total = N * (K // 32)
+        kernel((-(-total // 256),), (256,), (planes, alpha, _null_or(beta), out, np.int32(N), np.int32(K),
+                                              np.int32(p), np.int32(group_size)))
+    return _back(out, tp)
+
+
+def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int):
+    """y = x W_hat^T for any batch: LUT-GEMM for M <= 32, else dequantize + cuBLAS (float16)."""
+    M = x.shape[0] if len(x.shape) == 2 else 0
+    if 1 <= M <= MAX_LUT_BATCH:
+        return lut_gemv(x, planes, alpha, beta, group_size=group_size)
+    (xc, tx) = _as_cupy(x, "x")
+    if len(xc.shape) != 2 or str(xc.dtype) != "float16":
+        raise ValueError(f"x: must be float16 [M, K], got {xc.dtype} {tuple(xc.shape)}")
+    W = dequantize(planes, alpha, beta, group_size=group_size)
+    W = _as_cupy(W, "W")[0]
+    with _torch_stream_scope(tx):
+        y = xc @ W.T
+    return _back(y, tx)
+
+
+def _back(a, to_torch: bool):
+    if not to_torch:
+        return a
+    import torch
+    return torch.from_dlpack(a)

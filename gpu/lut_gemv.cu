@@ -1,0 +1,214 @@
+// LUT-GEMM GEMV for multi-precision BCQ:  y[M, N] = x[M, K] * W_hat[N, K]^T  at precision p.
+//
+// Bit-exact with reference/lut_gemv.py; reference/contract.md is the arithmetic, step by step.
+//
+// Loop nest of one thread block (512 threads = 16 warps), block (s, r) = (split s, row tile r):
+//
+//   for tile t in split s:                         // a tile = W = 32/Mp words of K for Mp batch columns
+//     build tables: lane (c, j) owns bank `lane`:  // c = lane / W batch column, j = lane % W word
+//        T_b[e] for the 4 bytes b of word j, column c, e = 0..255   (4 x 256 fp32 per lane = 128 KB)
+//     for row n in row tile r (warp w takes rows w*RW .. w*RW+RW-1):
+//        for plane i < p:  q_i = sum of 4 lookups T_b[byte_b(planes[i, n, word])]
+//        a = sum_i alpha_i * q_i                   // word partial
+//        tile partial[n, c] = adjacent-pair tree over the W lanes of column c
+//        split partial[n, c] += tile partial       // sequential over tiles
+//   last block of row tile r: y[c, n] = sequential sum over splits, rounded to fp16
+//
+// Picture (M = 1, so W = 32 words = 1024 inputs per tile):
+//
+//            K -->   | tile 0 (1024) | tile 1 | ... | tile 7 |  tile 8 ...
+//   rows     block   |<------------ split 0 (8192) ------->|<-- split 1 ...
+//   r*R ..   (0, r)  |  warp 0: rows r*R + 0..RW-1, lane j reads word j of each row
+//   r*R+R-1          |  warp 15: ...
+//
+// Why each lane owns a bank: a warp's 32 lookups then hit 32 different banks whatever the keys
+// are, so a LUT read is one shared-memory wavefront instead of the ~3-4 that random keys into a
+// shared table cost.  Why fp32 tables: the sums of 8 fp16 activations can neither overflow nor
+// lose bits the way fp16 tables do, and the arithmetic is IEEE single, easy to reproduce.
+// Every float op below is an explicit __fadd_rn / __fmul_rn: no FMA contraction, no reassociation.
+
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+namespace bcq {
+
+constexpr int kThreads = 512;
+constexpr int kWarps = kThreads / 32;
+constexpr int kEntries = 256;           // 2^mu, mu = 8
+constexpr int kTablesPerLane = 4;       // 4 bytes per 32-bit word
+constexpr int kSplitWords = 256;        // 8192 inputs per split (contract step 5)
+constexpr int kRowChunk = 16;           // rows per warp between two lane reductions
+constexpr int kMaxPlanes = 8;
+constexpr int kAccFloats = 8192;        // rows_per_block * Mp <= kAccFloats
+constexpr int kUnroll = 4;              // rows whose plane words are loaded before use
+
+struct SharedStorage {
+  float tables[kTablesPerLane * kEntries * 32];   // [b][e][lane]: lane owns bank `lane`
+  float red[kWarps][kRowChunk][33];                // lane partials, padded against conflicts
+  float acc[kAccFloats];                           // split partial per (row in tile, column)
+};
+
+// Step 1 of the contract for one lane's 8 activations: warp w builds table b = w % 4,
+// entries whose top two bits equal h = w / 4.  T[e] for e = h*64 + low adds, in bit order,
+// the low-bit chain first and then 2*x6, 2*x7: the same operations as the doubling recurrence.
+__device__ __forceinline__ void build_table_slice(float* tab, const __half* x8, bool valid, int h, int lane) {
+  float xs[8];
+#pragma unroll
+  for (int s = 0; s < 8; ++s) xs[s] = valid ? __half2float(x8[s]) : 0.0f;
+  float two_x[8];
+#pragma unroll
+  for (int s = 0; s < 8; ++s) two_x[s] = __fmul_rn(2.0f, xs[s]);
+  float t[64];
+  float t0 = -xs[0];
+#pragma unroll
+  for (int s = 1; s < 8; ++s) t0 = __fsub_rn(t0, xs[s]);
+  t[0] = t0;
+#pragma unroll
+  for (int e = 1; e < 64; ++e) {  // T[e] = T[e - 2^s] + 2 x_s, s = the top set bit of e
+    const int s = e >= 32 ? 5 : e >= 16 ? 4 : e >= 8 ? 3 : e >= 4 ? 2 : e >= 2 ? 1 : 0;
+    t[e] = __fadd_rn(t[e - (1 << s)], two_x[s]);
+  }
+#pragma unroll
+  for (int low = 0; low < 64; ++low) {
+    float v = t[low];
+    if (h & 1) v = __fadd_rn(v, two_x[6]);
+    if (h & 2) v = __fadd_rn(v, two_x[7]);
+    tab[(h * 64 + low) * 32 + lane] = v;
+  }
+}
+
+// Step 2: four lookups, summed left to right.
+__device__ __forceinline__ float word_sum(const float* tables, uint32_t wd, int lane) {
+  const float t0 = tables[(0 * kEntries + (wd & 0xFFu)) * 32 + lane];
+  const float t1 = tables[(1 * kEntries + ((wd >> 8) & 0xFFu)) * 32 + lane];
+  const float t2 = tables[(2 * kEntries + ((wd >> 16) & 0xFFu)) * 32 + lane];
+  const float t3 = tables[(3 * kEntries + (wd >> 24)) * 32 + lane];
+  return __fadd_rn(__fadd_rn(__fadd_rn(t0, t1), t2), t3);
+}
+
+// Mp: batch bucket (power of two, 1..32); W = 32 / Mp words per tile.
+template <int Mp>
+__global__ void __launch_bounds__(kThreads, 1)
+lut_gemv(const __half* __restrict__ x,          // [M, K]
+         const uint32_t* __restrict__ planes,   // [p, N, K/32]
+         const __half* __restrict__ alpha,      // [p, N, G]
+         const __half* __restrict__ beta,       // [N, G] or nullptr
+         __half* __restrict__ y,                // [M, N]
+         float* __restrict__ workspace,         // [num_splits, M, N] when num_splits > 1
+         unsigned int* __restrict__ counters,   // [num_row_tiles], zero on entry, zero on exit
+         int M, int N, int K, int p, int group_size, int rows_per_block) {
+  constexpr int W = 32 / Mp;
+  constexpr int kTilesPerSplit = kSplitWords / W;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  SharedStorage& sm = *reinterpret_cast<SharedStorage*>(smem_raw);
+
+  const int KW = K >> 5;
+  const int G = K / group_size;
+  const int words_per_group = group_size >> 5;
+  const int num_tiles = (KW + W - 1) / W;
+  const int num_splits = (num_tiles + kTilesPerSplit - 1) / kTilesPerSplit;
+  const int split = blockIdx.x;
+  const int row0 = blockIdx.y * rows_per_block;
+  const int rows_per_warp = rows_per_block / kWarps;
+
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+  const int col = lane / W;      // batch column of this lane
+  const int j = lane % W;        // word of the tile of this lane
+  const size_t plane_stride = (size_t)N * KW;
+  const size_t alpha_stride = (size_t)N * G;
+
+  const int tile_begin = split * kTilesPerSplit;
+  const int tile_end = min(tile_begin + kTilesPerSplit, num_tiles);
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    const int kw = tile * W + j;
+    const bool word_ok = kw < KW;
+    const bool lane_ok = word_ok && col < M;
+    __syncthreads();  // the previous tile's lookups are done before its tables are overwritten
+    {
+      const int b = warp & 3, h = warp >> 2;
+      const __half* x8 = x + (size_t)(lane_ok ? col : 0) * K + (size_t)(word_ok ? kw : 0) * 32 + b * 8;
+      build_table_slice(sm.tables + b * kEntries * 32, x8, lane_ok, h, lane);
+    }
+    __syncthreads();
+    const int group = word_ok ? (kw / words_per_group) : 0;
+    float xsum = 0.0f;
+    if (beta != nullptr) xsum = word_sum(sm.tables, 0xFFFFFFFFu, lane);
+
+    for (int c0 = 0; c0 < rows_per_warp; c0 += kRowChunk) {
+      const int chunk = min(kRowChunk, rows_per_warp - c0);
+      for (int r0 = 0; r0 < chunk; r0 += kUnroll) {
+        uint32_t wd[kUnroll][kMaxPlanes];
+        float al[kUnroll][kMaxPlanes];
+        float be[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          const int n = row0 + warp * rows_per_warp + c0 + r0 + u;
+          const bool ok = word_ok && (r0 + u) < chunk && n < N;
+#pragma unroll
+          for (int i = 0; i < kMaxPlanes; ++i) {
+            const bool load = ok && i < p;
+            wd[u][i] = load ? __ldg(planes + i * plane_stride + (size_t)n * KW + kw) : 0u;
+            al[u][i] = load ? __half2float(alpha[i * alpha_stride + (size_t)n * G + group]) : 0.0f;
+          }
+          be[u] = (ok && beta != nullptr) ? __half2float(beta[(size_t)n * G + group]) : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          float a = __fmul_rn(al[u][0], word_sum(sm.tables, wd[u][0], lane));
+#pragma unroll
+          for (int i = 1; i < kMaxPlanes; ++i)
+            if (i < p) a = __fadd_rn(a, __fmul_rn(al[u][i], word_sum(sm.tables, wd[u][i], lane)));
+          if (beta != nullptr) a = __fadd_rn(a, __fmul_rn(be[u], xsum));
+          if ((r0 + u) < chunk) sm.red[warp][r0 + u][lane] = word_ok ? a : 0.0f;  // +0.0 past K
+        }
+      }
+      __syncwarp();
+      // Step 4: tree over the W lanes of each (row, column); step 5: add to the split partial.
+      for (int pair = lane; pair < chunk * Mp; pair += 32) {
+        const int rr = pair / Mp, c = pair % Mp;
+        float v[W];
+#pragma unroll
+        for (int k = 0; k < W; ++k) v[k] = sm.red[warp][rr][c * W + k];
+#pragma unroll
+        for (int width = W; width > 1; width >>= 1) {
+#pragma unroll
+          for (int k = 0; k < width / 2; ++k) v[k] = __fadd_rn(v[2 * k], v[2 * k + 1]);
+        }
+        float& acc = sm.acc[(warp * rows_per_warp + c0 + rr) * Mp + c];
+        acc = (tile == tile_begin) ? v[0] : __fadd_rn(acc, v[0]);
+      }
+      __syncwarp();
+    }
+  }
+
+  // Write the split partial: straight to y when there is one split, else to the workspace.
+  for (int idx = threadIdx.x; idx < rows_per_block * Mp; idx += kThreads) {
+    const int rr = idx / Mp, c = idx % Mp, n = row0 + rr;
+    if (c >= M || n >= N) continue;
+    const float v = sm.acc[rr * Mp + c];
+    if (num_splits == 1) y[(size_t)c * N + n] = __float2half_rn(v);
+    else workspace[((size_t)split * M + c) * N + n] = v;
+  }
+  if (num_splits == 1) return;
+
+  // Split-K epilogue: the last block of this row tile to finish sums the splits in order.
+  // Integer atomics only: the float sums happen in one block, in a fixed order.
+  __shared__ bool is_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) is_last = atomicAdd(&counters[blockIdx.y], 1u) == (unsigned)(num_splits - 1);
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  for (int idx = threadIdx.x; idx < rows_per_block * M; idx += kThreads) {
+    const int rr = idx % rows_per_block, c = idx / rows_per_block, n = row0 + rr;
+    if (n >= N) continue;
+    float s = __ldcg(workspace + (size_t)c * N + n);
+    for (int sp = 1; sp < num_splits; ++sp) s = __fadd_rn(s, __ldcg(workspace + ((size_t)sp * M + c) * N + n));
+    y[(size_t)c * N + n] = __float2half_rn(s);
+  }
+  if (threadIdx.x == 0) counters[blockIdx.y] = 0u;  // ready for the next launch (and graph replay)
+}
+
+}  // namespace bcq

@@ -1,0 +1,144 @@
+"""gpu/ kernels against reference/, compared as bytes (uint16 views).  Skipped without a GPU."""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from gpu_support import require_gpu
+
+cupy = require_gpu()
+
+import gpu  # noqa: E402
+from bcq_testing import VALUE_KINDS, random_problem  # noqa: E402
+from reference.bitplane import dequant_matmul  # noqa: E402
+from reference.dequant import dequantize_fp16  # noqa: E402
+from reference.lut_gemv import lut_gemv as ref_lut_gemv  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+# BCQ_GPU_EXAMPLES lowers the example count, e.g. under compute-sanitizer
+EXAMPLES = int(os.environ.get("BCQ_GPU_EXAMPLES", "150"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def run_gpu(x, planes, alpha, beta, g):
+    dev = [None if a is None else cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    return cupy.asnumpy(gpu.lut_gemv(*dev, group_size=g))
+
+
+def assert_same_bytes(got, want):
+    assert got.dtype == want.dtype == np.float16 and got.shape == want.shape
+    diff = got.view(np.uint16) != want.view(np.uint16)
+    assert not diff.any(), f"{int(diff.sum())} of {diff.size} outputs differ; first at {np.argwhere(diff)[0]}"
+
+
+@SETTINGS
+@given(M=st.integers(1, 32), N=st.integers(1, 300), g=st.sampled_from([32, 64, 128, 256]),
+       G=st.integers(1, 12), p=st.integers(1, 8), with_beta=st.booleans(),
+       kind=st.sampled_from(VALUE_KINDS), seed=st.integers(0, 2 ** 32 - 1))
+def test_lut_gemv_matches_reference_bytes(M, N, g, G, p, with_beta, kind, seed):
+    x, planes, alpha, beta = random_problem(np.random.default_rng(seed), M, N, g * G, p, g,
+                                            with_beta=with_beta, kind=kind)
+    assert_same_bytes(run_gpu(x, planes, alpha, beta, g), ref_lut_gemv(x, planes, alpha, beta, group_size=g))
+
+
+@settings(max_examples=max(EXAMPLES // 6, 2), deadline=None, suppress_health_check=list(HealthCheck))
+@given(M=st.sampled_from([1, 2, 3, 5, 8, 16, 32]), N=st.integers(1, 70), KW=st.integers(257, 1400),
+       p=st.integers(1, 4), seed=st.integers(0, 2 ** 32 - 1))
+def test_lut_gemv_several_splits(M, N, KW, p, seed):
+    """K past one split (8192 inputs): the split-K epilogue and its counters."""
+    g = 32
+    x, planes, alpha, beta = random_problem(np.random.default_rng(seed), M, N, 32 * KW, p, g, with_beta=True)
+    assert_same_bytes(run_gpu(x, planes, alpha, beta, g), ref_lut_gemv(x, planes, alpha, beta, group_size=g))
+
+
+@pytest.mark.parametrize("N,K", [(4096, 4096), (6144, 4096), (4096, 14336), (1536, 576), (576, 1536)])
+@pytest.mark.parametrize("p", [2, 3, 4])
+def test_lut_gemv_real_layer_shapes(N, K, p):
+    g = 64 if K % 128 else 128
+    x, planes, alpha, _ = random_problem(np.random.default_rng(N + K + p), 1, N, K, p, g)
+    assert_same_bytes(run_gpu(x, planes, alpha, None, g), ref_lut_gemv(x, planes, alpha, group_size=g))
+
+
+@SETTINGS
+@given(N=st.integers(1, 200), g=st.sampled_from([32, 64, 128]), G=st.integers(1, 10), p=st.integers(1, 8),
+       with_beta=st.booleans(), seed=st.integers(0, 2 ** 32 - 1))
+def test_dequantize_matches_reference_bytes(N, g, G, p, with_beta, seed):
+    _, planes, alpha, beta = random_problem(np.random.default_rng(seed), 1, N, g * G, p, g, with_beta=with_beta)
+    dev = [None if a is None else cupy.asarray(a) for a in (planes, alpha, beta)]
+    got = cupy.asnumpy(gpu.dequantize(*dev, group_size=g))
+    assert_same_bytes(got, dequantize_fp16(planes, alpha, beta, group_size=g))
+
+
+def test_identity_activations_give_back_dequantized_weights():
+    N, K, g, p = 300, 512, 128, 4
+    _, planes, alpha, beta = random_problem(np.random.default_rng(7), 1, N, K, p, g, with_beta=True)
+    dev = [cupy.asarray(a) for a in (planes, alpha, beta)]
+    Wq = cupy.asnumpy(gpu.dequantize(*dev, group_size=g))
+    for k0 in range(0, K, 32):
+        x = np.zeros((32, K), np.float16)
+        x[np.arange(32), k0 + np.arange(32)] = 1
+        y = cupy.asnumpy(gpu.lut_gemv(cupy.asarray(x), *dev, group_size=g))
+        got, want = y.view(np.uint16), Wq[:, k0:k0 + 32].T.copy().view(np.uint16)
+        assert ((got == want) | ((got | want) == 0x8000)).all()
+
+
+def test_deterministic_and_graph_capturable():
+    x, planes, alpha, beta = random_problem(np.random.default_rng(3), 4, 1000, 20480, 3, 128, with_beta=True)
+    dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    first = gpu.lut_gemv(*dev, group_size=128)
+    runs = [cupy.asnumpy(gpu.lut_gemv(*dev, group_size=128)) for _ in range(5)]
+    assert all((r.view(np.uint16) == cupy.asnumpy(first).view(np.uint16)).all() for r in runs)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        out = cupy.empty_like(first)
+        gpu.lut_gemv(*dev, group_size=128, out=out)  # warm-up on this stream (scratch buffers)
+        stream.begin_capture()
+        gpu.lut_gemv(*dev, group_size=128, out=out)
+        graph = stream.end_capture()
+        out.fill(0)
+        for _ in range(3):
+            graph.launch(stream)
+        stream.synchronize()
+    assert (cupy.asnumpy(out).view(np.uint16) == runs[0].view(np.uint16)).all()
+
+
+def test_torch_tensors_on_a_torch_stream():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU: torch was built without CUDA")
+    x, planes, alpha, _ = random_problem(np.random.default_rng(5), 2, 64, 1024, 2, 128)
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        tx = torch.from_numpy(x).cuda()
+        tp = torch.from_numpy(planes.view(np.int32)).cuda().view(torch.uint32)
+        ta = torch.from_numpy(alpha).cuda()
+        y = gpu.lut_gemv(tx, tp, ta, group_size=128)
+    s.synchronize()
+    assert isinstance(y, torch.Tensor) and y.dtype == torch.float16
+    assert_same_bytes(y.cpu().numpy(), ref_lut_gemv(x, planes, alpha, group_size=128))
+
+
+def test_bcq_matmul_large_batch_uses_dequantize_and_cublas():
+    x, planes, alpha, beta = random_problem(np.random.default_rng(9), 64, 256, 1024, 3, 128, with_beta=True)
+    dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    y = cupy.asnumpy(gpu.bcq_matmul(*dev, group_size=128)).astype(np.float64)
+    r = dequant_matmul(x, planes, alpha, beta, group_size=128)
+    assert np.linalg.norm(y - r) / np.linalg.norm(r) < 2e-3
+
+
+def test_bad_arguments_raise_before_launch():
+    x, planes, alpha, _ = random_problem(np.random.default_rng(0), 2, 16, 256, 2, 128)
+    dx, dp, da = cupy.asarray(x), cupy.asarray(planes), cupy.asarray(alpha)
+    with pytest.raises(ValueError, match="^x:"):
+        gpu.lut_gemv(dx.astype(cupy.float32), dp, da, group_size=128)
+    with pytest.raises(ValueError, match="^group_size:"):
+        gpu.lut_gemv(dx, dp, da, group_size=96)
+    with pytest.raises(ValueError, match="^alpha:"):
+        gpu.lut_gemv(dx, dp, da[:1], group_size=128)
+    with pytest.raises(ValueError, match="^x: must be C-contiguous|^x:"):
+        gpu.lut_gemv(cupy.asfortranarray(cupy.zeros((2, 256), cupy.float16)), dp, da, group_size=128)
+    with pytest.raises(TypeError, match="^x:"):
+        gpu.lut_gemv(x, dp, da, group_size=128)  # a host array
+    with pytest.raises(ValueError, match="batch 1..32"):
+        gpu.lut_gemv(cupy.zeros((33, 256), cupy.float16), dp, da, group_size=128)
