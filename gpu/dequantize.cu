@@ -5,15 +5,17 @@
 //   for t in 0..31:  w = +-alpha_0;  w = w + (+-alpha_i) for i = 1..p-1;  w = w + beta;  out = fp16(w)
 
 #include <cuda_fp16.h>
-#include <stdint.h>
+// No <stdint.h>: NVRTC does not ship it, so 32-bit words are spelled unsigned int (u32).
 
 namespace bcq {
+
+using u32 = unsigned int;
 
 constexpr int kMaxPlanes = 8;
 
 // alpha_i b_i is alpha_i with its sign flipped where the bit is clear, so it is exact.
 __global__ void __launch_bounds__(256)
-dequantize(const uint32_t* __restrict__ planes,   // [p, N, K/32]
+dequantize(const u32* __restrict__ planes,   // [p, N, K/32]
            const __half* __restrict__ alpha,      // [p, N, G]
            const __half* __restrict__ beta,       // [N, G] or nullptr
            __half* __restrict__ out,              // [N, K]
@@ -23,7 +25,7 @@ dequantize(const uint32_t* __restrict__ planes,   // [p, N, K/32]
   if (idx >= (size_t)N * KW) return;
   const int n = (int)(idx / KW), kw = (int)(idx % KW);
   const int G = K / group_size, group = kw / (group_size >> 5);
-  uint32_t wd[kMaxPlanes];
+  u32 wd[kMaxPlanes];
   float al[kMaxPlanes];
 #pragma unroll
   for (int i = 0; i < kMaxPlanes; ++i) {

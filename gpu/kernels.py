@@ -137,7 +137,11 @@ def _torch_stream_scope(used_torch: bool):
     if not used_torch:
         return cupy.cuda.get_current_stream()
     import torch
-    return cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+    torch_stream = torch.cuda.current_stream()
+    try:  # CuPy >= 14 speaks the CUDA stream protocol that torch streams implement
+        return cupy.cuda.Stream.from_external(torch_stream)
+    except (AttributeError, TypeError):
+        return cupy.cuda.ExternalStream(torch_stream.cuda_stream)
 
 
 def _null_or(a):

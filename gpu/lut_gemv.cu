@@ -28,9 +28,11 @@
 // Every float op below is an explicit __fadd_rn / __fmul_rn: no FMA contraction, no reassociation.
 
 #include <cuda_fp16.h>
-#include <stdint.h>
+// No <stdint.h>: NVRTC does not ship it, so 32-bit words are spelled unsigned int (u32).
 
 namespace bcq {
+
+using u32 = unsigned int;
 
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
@@ -38,9 +40,8 @@ constexpr int kEntries = 256;           // 2^mu, mu = 8
 constexpr int kTablesPerLane = 4;       // 4 bytes per 32-bit word
 constexpr int kSplitWords = 256;        // 8192 inputs per split (contract step 5)
 constexpr int kRowChunk = 16;           // rows per warp between two lane reductions
-constexpr int kMaxPlanes = 8;
 constexpr int kAccFloats = 8192;        // rows_per_block * Mp <= kAccFloats
-constexpr int kUnroll = 4;              // rows whose plane words are loaded before use
+constexpr int kUnroll = 8;              // rows whose plane words are loaded before use
 
 struct SharedStorage {
   float tables[kTablesPerLane * kEntries * 32];   // [b][e][lane]: lane owns bank `lane`
@@ -78,7 +79,7 @@ __device__ __forceinline__ void build_table_slice(float* tab, const __half* x8, 
 }
 
 // Step 2: four lookups, summed left to right.
-__device__ __forceinline__ float word_sum(const float* tables, uint32_t wd, int lane) {
+__device__ __forceinline__ float word_sum(const float* tables, u32 wd, int lane) {
   const float t0 = tables[(0 * kEntries + (wd & 0xFFu)) * 32 + lane];
   const float t1 = tables[(1 * kEntries + ((wd >> 8) & 0xFFu)) * 32 + lane];
   const float t2 = tables[(2 * kEntries + ((wd >> 16) & 0xFFu)) * 32 + lane];
@@ -90,7 +91,7 @@ __device__ __forceinline__ float word_sum(const float* tables, uint32_t wd, int 
 template <int Mp>
 __global__ void __launch_bounds__(kThreads, 1)
 lut_gemv(const __half* __restrict__ x,          // [M, K]
-         const uint32_t* __restrict__ planes,   // [p, N, K/32]
+         const u32* __restrict__ planes,   // [p, N, K/32]
          const __half* __restrict__ alpha,      // [p, N, G]
          const __half* __restrict__ beta,       // [N, G] or nullptr
          __half* __restrict__ y,                // [M, N]
@@ -137,30 +138,35 @@ lut_gemv(const __half* __restrict__ x,          // [M, K]
 
     for (int c0 = 0; c0 < rows_per_warp; c0 += kRowChunk) {
       const int chunk = min(kRowChunk, rows_per_warp - c0);
+      const int n0 = row0 + warp * rows_per_warp + c0;
       for (int r0 = 0; r0 < chunk; r0 += kUnroll) {
-        uint32_t wd[kUnroll][kMaxPlanes];
-        float al[kUnroll][kMaxPlanes];
-        float be[kUnroll];
+        // kUnroll rows at a time: their plane words are all in flight before the first lookup.
+        // The plane loop is a runtime loop so a p-bit call issues work for p planes, not 8.
+        float a[kUnroll];
+        for (int i = 0; i < p; ++i) {
+          u32 wd[kUnroll];
+          float al[kUnroll];
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          const int n = row0 + warp * rows_per_warp + c0 + r0 + u;
-          const bool ok = word_ok && (r0 + u) < chunk && n < N;
-#pragma unroll
-          for (int i = 0; i < kMaxPlanes; ++i) {
-            const bool load = ok && i < p;
-            wd[u][i] = load ? __ldg(planes + i * plane_stride + (size_t)n * KW + kw) : 0u;
-            al[u][i] = load ? __half2float(alpha[i * alpha_stride + (size_t)n * G + group]) : 0.0f;
+          for (int u = 0; u < kUnroll; ++u) {
+            const int n = n0 + r0 + u;
+            const bool ok = word_ok && (r0 + u) < chunk && n < N;
+            wd[u] = ok ? __ldg(planes + i * plane_stride + (size_t)n * KW + kw) : 0u;
+            al[u] = ok ? __half2float(alpha[i * alpha_stride + (size_t)n * G + group]) : 0.0f;
           }
-          be[u] = (ok && beta != nullptr) ? __half2float(beta[(size_t)n * G + group]) : 0.0f;
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u) {
+            const float term = __fmul_rn(al[u], word_sum(sm.tables, wd[u], lane));
+            a[u] = (i == 0) ? term : __fadd_rn(a[u], term);
+          }
         }
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
-          float a = __fmul_rn(al[u][0], word_sum(sm.tables, wd[u][0], lane));
-#pragma unroll
-          for (int i = 1; i < kMaxPlanes; ++i)
-            if (i < p) a = __fadd_rn(a, __fmul_rn(al[u][i], word_sum(sm.tables, wd[u][i], lane)));
-          if (beta != nullptr) a = __fadd_rn(a, __fmul_rn(be[u], xsum));
-          if ((r0 + u) < chunk) sm.red[warp][r0 + u][lane] = word_ok ? a : 0.0f;  // +0.0 past K
+          const int n = n0 + r0 + u;
+          if (beta != nullptr) {
+            const float be = (word_ok && n < N) ? __half2float(beta[(size_t)n * G + group]) : 0.0f;
+            a[u] = __fadd_rn(a[u], __fmul_rn(be, xsum));
+          }
+          if ((r0 + u) < chunk) sm.red[warp][r0 + u][lane] = word_ok ? a[u] : 0.0f;  // +0.0 past K
         }
       }
       __syncwarp();
@@ -171,9 +177,9 @@ lut_gemv(const __half* __restrict__ x,          // [M, K]
 #pragma unroll
         for (int k = 0; k < W; ++k) v[k] = sm.red[warp][rr][c * W + k];
 #pragma unroll
-        for (int width = W; width > 1; width >>= 1) {
+        for (int level = 1; level < W; level *= 2) {  // adjacent pairs, then pairs of pairs, ...
 #pragma unroll
-          for (int k = 0; k < width / 2; ++k) v[k] = __fadd_rn(v[2 * k], v[2 * k + 1]);
+          for (int k = 0; k < W; k += 2 * level) v[k] = __fadd_rn(v[k], v[k + level]);
         }
         float& acc = sm.acc[(warp * rows_per_warp + c0 + rr) * Mp + c];
         acc = (tile == tile_begin) ? v[0] : __fadd_rn(acc, v[0]);
@@ -182,6 +188,7 @@ lut_gemv(const __half* __restrict__ x,          // [M, K]
     }
   }
 
+  __syncthreads();  // every warp's split partials are in sm.acc before any thread reads them
   // Write the split partial: straight to y when there is one split, else to the workspace.
   for (int idx = threadIdx.x; idx < rows_per_block * Mp; idx += kThreads) {
     const int rr = idx / Mp, c = idx % Mp, n = row0 + rr;
