@@ -41,7 +41,8 @@ constexpr int kTablesPerLane = 4;       // 4 bytes per 32-bit word
 constexpr int kSplitWords = 256;        // 8192 inputs per split (contract step 5)
 constexpr int kRowChunk = 16;           // rows per warp between two lane reductions
 constexpr int kAccFloats = 8192;        // rows_per_block * Mp <= kAccFloats
-constexpr int kUnroll = 8;              // rows whose plane words are loaded before use
+constexpr int kUnroll = 8;              // rows per pipeline step (their words load together)
+constexpr int kGroupsPerChunk = kRowChunk / kUnroll;
 
 struct SharedStorage {
   float tables[kTablesPerLane * kEntries * 32];   // [b][e][lane]: lane owns bank `lane`
@@ -78,13 +79,69 @@ __device__ __forceinline__ void build_table_slice(float* tab, const __half* x8, 
   }
 }
 
-// Step 2: four lookups, summed left to right.
-__device__ __forceinline__ float word_sum(const float* tables, u32 wd, int lane) {
-  const float t0 = tables[(0 * kEntries + (wd & 0xFFu)) * 32 + lane];
-  const float t1 = tables[(1 * kEntries + ((wd >> 8) & 0xFFu)) * 32 + lane];
-  const float t2 = tables[(2 * kEntries + ((wd >> 16) & 0xFFu)) * 32 + lane];
-  const float t3 = tables[(3 * kEntries + (wd >> 24)) * 32 + lane];
+// Step 2: four lookups, summed left to right.  `lane_tables` is the 32-bit shared-memory
+// address of this lane's entry 0 of table 0; table b starts kEntries * 32 * 4 bytes later and
+// entry e sits e * 128 bytes in.  Each lookup is a byte extract and a shift-add (PRMT/SHF + LEA)
+// feeding one LDS: the fewest ALU instructions we found per lookup.
+__device__ __forceinline__ float lds_f32(unsigned addr) {
+  float v;
+  asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr));
+  return v;
+}
+
+__device__ __forceinline__ float word_sum(unsigned lane_tables, u32 wd) {
+  constexpr unsigned kTableBytes = kEntries * 32 * 4;
+  const unsigned b0 = wd & 0xFFu, b1 = __byte_perm(wd, 0, 0x4441), b2 = __byte_perm(wd, 0, 0x4442), b3 = wd >> 24;
+  const float t0 = lds_f32(lane_tables + (b0 << 7));
+  const float t1 = lds_f32(lane_tables + kTableBytes + (b1 << 7));
+  const float t2 = lds_f32(lane_tables + 2 * kTableBytes + (b2 << 7));
+  const float t3 = lds_f32(lane_tables + 3 * kTableBytes + (b3 << 7));
   return __fadd_rn(__fadd_rn(__fadd_rn(t0, t1), t2), t3);
+}
+
+// The plane words and scales of one pipeline step: plane i of kUnroll consecutive rows.
+struct Step {
+  u32 wd[kUnroll];
+  float al[kUnroll];
+};
+
+// Where a warp's steps read from, for one tile: a step is (row group grp, plane i).
+struct RowSource {
+  const u32* planes;
+  const __half* alpha;
+  size_t plane_stride, alpha_stride, KW, G;
+  int kw, group;
+  bool word_ok;
+  int n_warp, rows_per_warp, N, p;
+
+  __device__ __forceinline__ void load(Step& s, int grp, int i) const {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int r = grp * kUnroll + u, n = n_warp + r;
+      const bool ok = word_ok && r < rows_per_warp && n < N;
+      s.wd[u] = ok ? __ldg(planes + i * plane_stride + (size_t)n * KW + kw) : 0u;
+      s.al[u] = ok ? __half2float(alpha[i * alpha_stride + (size_t)n * G + group]) : 0.0f;
+    }
+  }
+};
+
+// Pull the next tile's plane words and scales of this warp's rows into L2 while this tile is
+// being worked on: a one-step register pipeline hides an L2 hit but not a DRAM miss, and
+// prefetches cost no registers.  One 128-byte line per (row, plane); lines shared with the
+// current tile (small tiles, M > 1) are skipped.
+__device__ __forceinline__ void prefetch_tile_rows(const u32* planes, const __half* alpha, size_t plane_stride,
+                                                   size_t alpha_stride, int KW, int G, int tile, int W,
+                                                   int words_per_group, int n_warp, int rows_per_warp, int N,
+                                                   int p, int lane) {
+  const int kw = tile * W;
+  if (kw >= KW || (kw & 31) >= W) return;  // the line was fetched with an earlier tile
+  const int group = kw / words_per_group;
+  for (int idx = lane; idx < rows_per_warp * p; idx += 32) {
+    const int r = idx / p, i = idx - r * p, n = n_warp + r;
+    if (n >= N) break;
+    asm volatile("prefetch.global.L2 [%0];" :: "l"(planes + i * plane_stride + (size_t)n * KW + kw));
+    asm volatile("prefetch.global.L2 [%0];" :: "l"(alpha + i * alpha_stride + (size_t)n * G + group));
+  }
 }
 
 // Mp: batch bucket (power of two, 1..32); W = 32 / Mp words per tile.
@@ -121,10 +178,21 @@ lut_gemv(const __half* __restrict__ x,          // [M, K]
 
   const int tile_begin = split * kTilesPerSplit;
   const int tile_end = min(tile_begin + kTilesPerSplit, num_tiles);
+  const unsigned lane_tables = (unsigned)__cvta_generic_to_shared(sm.tables) + lane * 4;
+  const int n_warp = row0 + warp * rows_per_warp;  // this warp's first row
+  const int groups = (rows_per_warp + kUnroll - 1) / kUnroll;
+  const int steps = groups * p;                      // one step = one plane of kUnroll rows
   for (int tile = tile_begin; tile < tile_end; ++tile) {
     const int kw = tile * W + j;
     const bool word_ok = kw < KW;
     const bool lane_ok = word_ok && col < M;
+    const int group = word_ok ? (kw / words_per_group) : 0;
+    const RowSource src{planes, alpha, plane_stride, alpha_stride, (size_t)KW, (size_t)G, kw, group,
+                        word_ok, n_warp, rows_per_warp, N, p};
+    Step next;
+    src.load(next, 0, 0);  // in flight while the tables are built
+    if (tile + 1 < tile_end) prefetch_tile_rows(planes, alpha, plane_stride, alpha_stride, KW, G, tile + 1, W,
+                                               words_per_group, n_warp, rows_per_warp, N, p, lane);
     __syncthreads();  // the previous tile's lookups are done before its tables are overwritten
     {
       const int b = warp & 3, h = warp >> 2;
@@ -132,45 +200,36 @@ lut_gemv(const __half* __restrict__ x,          // [M, K]
       build_table_slice(sm.tables + b * kEntries * 32, x8, lane_ok, h, lane);
     }
     __syncthreads();
-    const int group = word_ok ? (kw / words_per_group) : 0;
     float xsum = 0.0f;
-    if (beta != nullptr) xsum = word_sum(sm.tables, 0xFFFFFFFFu, lane);
+    if (beta != nullptr) xsum = word_sum(lane_tables, 0xFFFFFFFFu);
 
-    for (int c0 = 0; c0 < rows_per_warp; c0 += kRowChunk) {
-      const int chunk = min(kRowChunk, rows_per_warp - c0);
-      const int n0 = row0 + warp * rows_per_warp + c0;
-      for (int r0 = 0; r0 < chunk; r0 += kUnroll) {
-        // kUnroll rows at a time: their plane words are all in flight before the first lookup.
-        // The plane loop is a runtime loop so a p-bit call issues work for p planes, not 8.
-        float a[kUnroll];
-        for (int i = 0; i < p; ++i) {
-          u32 wd[kUnroll];
-          float al[kUnroll];
+    float a[kUnroll];
+    int grp = 0, i = 0;  // this step's row group and plane (no division in the loop)
+    for (int step = 0; step < steps; ++step, i = (i + 1 == p) ? 0 : i + 1, grp += (i == 0)) {
+      // Software pipeline: the next step's plane words are loaded before this step's lookups.
+      const Step cur = next;
+      if (step + 1 < steps) src.load(next, (i + 1 == p) ? grp + 1 : grp, (i + 1 == p) ? 0 : i + 1);
 #pragma unroll
-          for (int u = 0; u < kUnroll; ++u) {
-            const int n = n0 + r0 + u;
-            const bool ok = word_ok && (r0 + u) < chunk && n < N;
-            wd[u] = ok ? __ldg(planes + i * plane_stride + (size_t)n * KW + kw) : 0u;
-            al[u] = ok ? __half2float(alpha[i * alpha_stride + (size_t)n * G + group]) : 0.0f;
-          }
-#pragma unroll
-          for (int u = 0; u < kUnroll; ++u) {
-            const float term = __fmul_rn(al[u], word_sum(sm.tables, wd[u], lane));
-            a[u] = (i == 0) ? term : __fadd_rn(a[u], term);
-          }
-        }
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          const int n = n0 + r0 + u;
-          if (beta != nullptr) {
-            const float be = (word_ok && n < N) ? __half2float(beta[(size_t)n * G + group]) : 0.0f;
-            a[u] = __fadd_rn(a[u], __fmul_rn(be, xsum));
-          }
-          if ((r0 + u) < chunk) sm.red[warp][r0 + u][lane] = word_ok ? a[u] : 0.0f;  // +0.0 past K
-        }
+      for (int u = 0; u < kUnroll; ++u) {
+        const float term = __fmul_rn(cur.al[u], word_sum(lane_tables, cur.wd[u]));
+        a[u] = (i == 0) ? term : __fadd_rn(a[u], term);
       }
+      if (i != p - 1) continue;
+      const int slot = (grp % kGroupsPerChunk) * kUnroll;  // rows of this group in sm.red
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int n = n_warp + grp * kUnroll + u;
+        if (beta != nullptr) {
+          const float be = (word_ok && n < N) ? __half2float(beta[(size_t)n * G + group]) : 0.0f;
+          a[u] = __fadd_rn(a[u], __fmul_rn(be, xsum));
+        }
+        sm.red[warp][slot + u][lane] = word_ok ? a[u] : 0.0f;  // +0.0 past K
+      }
+      if (slot + kUnroll < kRowChunk && grp + 1 < groups) continue;
       __syncwarp();
       // Step 4: tree over the W lanes of each (row, column); step 5: add to the split partial.
+      const int c0 = grp * kUnroll - slot;  // first row of this chunk, relative to the warp
+      const int chunk = min(kRowChunk, rows_per_warp - c0);
       for (int pair = lane; pair < chunk * Mp; pair += 32) {
         const int rr = pair / Mp, c = pair % Mp;
         float v[W];
