@@ -18,3 +18,20 @@ l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum,l1tex__data_pipe_lsu_wa
 sm__sass_inst_executed_op_shared_ld.sum,sm__sass_inst_executed_op_global_ld.sum,smsp__thread_inst_executed_per_inst_executed.ratio" \
   -k regex:lut_gemv --launch-skip 2 -c 1 python3 -m benchmarks.profile_kernel 2 > "$OUT/ncu_metrics.txt" 2>&1
 grep -E "lut_gemv<|\.sum|\.ratio|\.avg" "$OUT/ncu_metrics.txt" | tail -24
+# Per-instruction stall samples of the 70B-down launch (where the cycles go), top 45 lines.
+ncu --section SourceCounters --section WarpStateStats -k regex:lut_gemv --launch-skip 2 -c 1 -f -o "$tmp/rep" \
+  python3 -m benchmarks.profile_kernel 2 > /dev/null 2>&1
+ncu --import "$tmp/rep.ncu-rep" --page source --csv --print-source sass > "$OUT/source.csv" 2>&1
+python3 - "$OUT/source.csv" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+hdr = next(i for i, r in enumerate(rows) if "Source" in r)
+h, body = rows[hdr], rows[hdr + 1:]
+print([c for c in h][:40])
+key = next(c for c in h if "Warp Stall Sampling (All" in c)
+ks, kx = h.index(key), h.index("Source")
+body = [r for r in body if len(r) == len(h) and r[ks].replace(",", "").isdigit()]
+tot = sum(int(r[ks].replace(",", "")) for r in body)
+for r in sorted(body, key=lambda r: -int(r[ks].replace(",", "")))[:45]:
+    print(f"{int(r[ks].replace(',', '')) / tot * 100:5.1f}%  {r[kx][:90]}")
+PY

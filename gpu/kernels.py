@@ -37,7 +37,9 @@ ACC_FLOATS = 8192
 # sizeof(SharedStorage) in lut_gemv.cu: tables + lane-partial buffer + split partials
 SMEM_BYTES = 4 * 256 * 32 * 4 + WARPS * ROW_CHUNK * 33 * 4 + ACC_FLOATS * 4
 MAX_ROWS_PER_BLOCK = 1024
-NVRTC_OPTIONS = ("-std=c++17",)
+# The arithmetic contract: IEEE single with subnormals, no FMA contraction (the kernels also use
+# explicit __fadd_rn/__fmul_rn); pinned here so a compiler default can never change a bit.
+NVRTC_OPTIONS = ("-std=c++17", "--ftz=false", "--fmad=false", "--prec-div=true", "--prec-sqrt=true")
 
 
 def _cupy():

@@ -100,9 +100,11 @@ __device__ __forceinline__ float word_sum(unsigned lane_tables, u32 wd) {
 }
 
 // The plane words and scales of one pipeline step: plane i of kUnroll consecutive rows.
+// Scales stay fp16 here and are widened at use: widening at load time would make the load's
+// consumer wait for it right away and defeat the pipeline (seen in Nsight Compute).
 struct Step {
   u32 wd[kUnroll];
-  float al[kUnroll];
+  __half al[kUnroll];
 };
 
 // Where a warp's steps read from, for one tile: a step is (row group grp, plane i).
@@ -115,12 +117,17 @@ struct RowSource {
   int n_warp, rows_per_warp, N, p;
 
   __device__ __forceinline__ void load(Step& s, int grp, int i) const {
+    // Rows past the warp's share or past N read nothing; one bound per step, pointer strides per row.
+    const int r0 = grp * kUnroll, n0 = n_warp + r0;
+    const int valid = word_ok ? min(kUnroll, min(rows_per_warp - r0, N - n0)) : 0;
+    const u32* pw = planes + i * plane_stride + (size_t)n0 * KW + kw;
+    const __half* pa = alpha + i * alpha_stride + (size_t)n0 * G + group;
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int r = grp * kUnroll + u, n = n_warp + r;
-      const bool ok = word_ok && r < rows_per_warp && n < N;
-      s.wd[u] = ok ? __ldg(planes + i * plane_stride + (size_t)n * KW + kw) : 0u;
-      s.al[u] = ok ? __half2float(alpha[i * alpha_stride + (size_t)n * G + group]) : 0.0f;
+      s.wd[u] = u < valid ? __ldg(pw) : 0u;
+      s.al[u] = u < valid ? __ldg(pa) : __float2half_rn(0.0f);
+      pw += KW;
+      pa += G;
     }
   }
 };
@@ -189,8 +196,10 @@ lut_gemv(const __half* __restrict__ x,          // [M, K]
     const int group = word_ok ? (kw / words_per_group) : 0;
     const RowSource src{planes, alpha, plane_stride, alpha_stride, (size_t)KW, (size_t)G, kw, group,
                         word_ok, n_warp, rows_per_warp, N, p};
-    Step next;
-    src.load(next, 0, 0);  // in flight while the tables are built
+    // Two steps in flight (rows of the next two steps), issued before the tables are built.
+    Step next, after;
+    src.load(next, 0, 0);
+    if (steps > 1) src.load(after, p > 1 ? 0 : 1, p > 1 ? 1 : 0);
     if (tile + 1 < tile_end) prefetch_tile_rows(planes, alpha, plane_stride, alpha_stride, KW, G, tile + 1, W,
                                                words_per_group, n_warp, rows_per_warp, N, p, lane);
     __syncthreads();  // the previous tile's lookups are done before its tables are overwritten
@@ -206,12 +215,17 @@ lut_gemv(const __half* __restrict__ x,          // [M, K]
     float a[kUnroll];
     int grp = 0, i = 0;  // this step's row group and plane (no division in the loop)
     for (int step = 0; step < steps; ++step, i = (i + 1 == p) ? 0 : i + 1, grp += (i == 0)) {
-      // Software pipeline: the next step's plane words are loaded before this step's lookups.
+      // Software pipeline, two deep: step + 2's plane words are requested before this step's lookups.
       const Step cur = next;
-      if (step + 1 < steps) src.load(next, (i + 1 == p) ? grp + 1 : grp, (i + 1 == p) ? 0 : i + 1);
+      next = after;
+      if (step + 2 < steps) {
+        int i2 = i + 2, g2 = grp;
+        while (i2 >= p) { i2 -= p; ++g2; }  // at most two passes
+        src.load(after, g2, i2);
+      }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        const float term = __fmul_rn(cur.al[u], word_sum(lane_tables, cur.wd[u]));
+        const float term = __fmul_rn(__half2float(cur.al[u]), word_sum(lane_tables, cur.wd[u]));
         a[u] = (i == 0) ? term : __fadd_rn(a[u], term);
       }
       if (i != p - 1) continue;
