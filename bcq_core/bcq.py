@@ -43,6 +43,8 @@ class BCQ:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.beta is not None and set(self.beta) != set(self.alpha):
+            raise ValueError(f"beta: precisions {sorted(self.beta)} must match alpha's {sorted(self.alpha)}")
         P, N, K = self.signs.shape
         g = self.group_size
         if K % g:

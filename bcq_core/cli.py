@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:
-            if e.name == name:  # that area has no commands yet
+            # that area (or its package) is not installed: leave its commands out
+            if e.name and (name == e.name or name.startswith(e.name + ".")):
                 continue
             raise
         module.add_parser(sub)

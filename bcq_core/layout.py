@@ -90,8 +90,16 @@ def validate_packed(q: PackedBCQ) -> None:
         raise ValueError(f"planes: every dimension must be positive, got {q.planes.shape}")
     if not isinstance(g, (int, np.integer)) or g <= 0 or g % WORD_BITS or K % g:
         raise ValueError(f"group_size: must be a positive multiple of 32 dividing K={K}, got {g}")
-    if not q.alpha:
-        raise ValueError("alpha: must hold at least one precision")
+    if not isinstance(q.alpha, dict) or not q.alpha:
+        raise ValueError("alpha: must be a non-empty dict {precision: float16 [p, N, G]}")
+    if q.beta is not None and not isinstance(q.beta, dict):
+        raise ValueError("beta: must be None or a dict {precision: float16 [N, G]}")
+    for name, d in (("alpha", q.alpha), ("beta", q.beta or {})):
+        for p, a in d.items():
+            if not isinstance(p, (int, np.integer)) or isinstance(p, bool):
+                raise ValueError(f"{name}: precision keys must be ints, got {p!r}")
+            if not isinstance(a, np.ndarray):
+                raise ValueError(f"{name}[{p}]: must be a NumPy array, got {type(a).__name__}")
     for p, a in q.alpha.items():
         if not 1 <= p <= P:
             raise ValueError(f"alpha: precision {p} needs {p} planes, only {P} stored")

@@ -1,6 +1,7 @@
 """CuPy wrappers for the CUDA kernels in this folder.
 
     lut_gemv(x, planes, alpha, beta=None, *, group_size)   y = x W_hat^T, batch M <= 32, LUT-GEMM
+    mma_gemm(x, planes, alpha, beta=None, *, group_size)   y = x W_hat^T, batch M <= 16, exact tensor cores
     dequantize(planes, alpha, beta=None, *, group_size)    W_hat float16 [N, K]
     bcq_matmul(x, planes, alpha, beta=None, *, group_size) LUT-GEMM up to M = 32, else dequantize + cuBLAS
 
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from reference.checks import MAX_LUT_BATCH, check_gemv_args
+from reference.exact_mma import MAX_GROUP, MAX_MMA_BATCH, SPLIT_INPUTS
 from reference.lut_gemv import SPLIT_WORDS, batch_bucket
 
 HERE = Path(__file__).parent
@@ -54,15 +56,18 @@ def _cupy():
 def _module(device_id: int, name: str):
     cupy = _cupy()
     code = (HERE / f"{name}.cu").read_text()
-    if name == "lut_gemv":
-        names = [f"bcq::lut_gemv<{m}>" for m in BATCH_BUCKETS]
-    else:
-        names = ["bcq::dequantize"]
+    names = {"lut_gemv": [f"bcq::lut_gemv<{m}>" for m in BATCH_BUCKETS],
+             "mma_gemm": ["bcq::encode_activations", "bcq::mma_gemm<1>", "bcq::mma_gemm<2>"],
+             "dequantize": ["bcq::dequantize"]}[name]
     return cupy.RawModule(code=code, options=NVRTC_OPTIONS, name_expressions=names)
 
 
 @functools.lru_cache(maxsize=None)
 def _lut_kernel(device_id: int, Mp: int):
+    optin = _cupy().cuda.Device(device_id).attributes["MaxSharedMemoryPerBlockOptin"]
+    if optin < SMEM_BYTES:
+        raise RuntimeError(f"gpu/: lut_gemv needs {SMEM_BYTES} bytes of shared memory per block, this GPU "
+                           f"offers {optin} (Hopper: 232448); use bcq_matmul's dequantize path instead")
     kernel = _module(device_id, "lut_gemv").get_function(f"bcq::lut_gemv<{Mp}>")
     kernel.max_dynamic_shared_size_bytes = SMEM_BYTES
     return kernel
@@ -177,6 +182,59 @@ def lut_gemv(x, planes, alpha, beta=None, *, group_size: int, out=None):
     return _back(out, tx)
 
 
+MMA_ROWS_PER_BLOCK = 64  # 4 warps x 16 rows (mma_gemm.cu)
+
+
+def mma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None):
+    """y = x W_hat^T (float16 [M, N], M <= 16) on tensor cores; bit-exact with reference.exact_mma_gemm.
+
+    Two launches: activations to fixed-point digits (encode_activations), then the GEMM.
+    """
+    (x, tx), (planes, _), (alpha, _), (beta, _) = (_as_cupy(x, "x"), _as_cupy(planes, "planes"),
+                                                   _as_cupy(alpha, "alpha"), _as_cupy(beta, "beta"))
+    M, N, K, p, G = check_gemv_args(x.shape, x.dtype, planes.shape, planes.dtype, alpha.shape, alpha.dtype,
+                                    None if beta is None else beta.shape, None if beta is None else beta.dtype,
+                                    group_size)
+    if M > MAX_MMA_BATCH:
+        raise ValueError(f"x: mma_gemm takes batch 1..{MAX_MMA_BATCH}, got M={M}; use bcq_matmul")
+    if group_size > MAX_GROUP:
+        raise ValueError(f"group_size: mma_gemm takes groups of at most {MAX_GROUP} inputs, got {group_size}")
+    dev = _check_device_arrays(x=x, planes=planes, alpha=alpha, beta=beta)
+    cupy = _cupy()
+    stream = _torch_stream_scope(tx)
+    with stream:
+        if out is None:
+            out = cupy.empty((M, N), dtype=cupy.float16)
+        elif out.shape != (M, N) or out.dtype != cupy.float16 or not out.flags.c_contiguous:
+            raise ValueError(f"out: must be a C-contiguous float16 {(M, N)} array")
+        num_splits = -(-K // SPLIT_INPUTS)
+        row_tiles = -(-N // MMA_ROWS_PER_BLOCK)
+        enc = _encoded(dev, stream.ptr, M * K + 2 * M * G)
+        xfrag, E, X = enc[:M * K], enc[M * K:M * K + M * G].view(cupy.int32), enc[M * K + M * G:].view(cupy.int32)
+        ws, ctr = _workspace(dev, stream.ptr, num_splits * M * N if num_splits > 1 else 0, row_tiles)
+        mod = _module(dev, "mma_gemm")
+        mod.get_function("bcq::encode_activations")((-(-M * G // 128),), (128,),
+                                                      (x, xfrag, E, X, np.int32(M), np.int32(K), np.int32(group_size)))
+        mod.get_function(f"bcq::mma_gemm<{1 if M <= 8 else 2}>")(
+            (num_splits, row_tiles), (128,),
+            (xfrag, E, X, planes, alpha, _null_or(beta), out, ws, ctr,
+             np.int32(M), np.int32(N), np.int32(K), np.int32(p), np.int32(group_size)))
+    return _back(out, tx)
+
+
+_encoded_scratch: dict = {}
+
+
+def _encoded(device_id: int, stream_ptr: int, n_words: int):
+    """Scratch for encoded activations (uint32), one per (device, stream), grown as needed."""
+    cupy = _cupy()
+    buf = _encoded_scratch.get((device_id, stream_ptr))
+    if buf is None or buf.size < n_words:
+        buf = cupy.empty(n_words, dtype=cupy.uint32)
+        _encoded_scratch[(device_id, stream_ptr)] = buf
+    return buf[:n_words]
+
+
 def dequantize(planes, alpha, beta=None, *, group_size: int, out=None):
     """W_hat float16 [N, K] at precision p = planes.shape[0]; bit-exact with reference.dequantize_fp16."""
     (planes, tp), (alpha, _), (beta, _) = _as_cupy(planes, "planes"), _as_cupy(alpha, "alpha"), _as_cupy(beta, "beta")
@@ -190,6 +248,8 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None):
     with _torch_stream_scope(tp):
         if out is None:
             out = cupy.empty((N, K), dtype=cupy.float16)
+        elif out.shape != (N, K) or out.dtype != cupy.float16 or not out.flags.c_contiguous:
+            raise ValueError(f"out: must be a C-contiguous float16 {(N, K)} array")
         kernel = _module(dev, "dequantize").get_function("bcq::dequantize")
         total = N * (K // 32)
         kernel((-(-total // 256),), (256,), (planes, alpha, _null_or(beta), out, np.int32(N), np.int32(K),

@@ -142,3 +142,46 @@ def test_bad_arguments_raise_before_launch():
         gpu.lut_gemv(x, dp, da, group_size=128)  # a host array
     with pytest.raises(ValueError, match="batch 1..32"):
         gpu.lut_gemv(cupy.zeros((33, 256), cupy.float16), dp, da, group_size=128)
+
+
+# --- the exact tensor-core path (gpu/mma_gemm.cu, reference/exact_mma.py) ---------------------
+from reference.exact_mma import exact_mma_gemm  # noqa: E402
+
+
+@SETTINGS
+@given(M=st.integers(1, 16), N=st.integers(1, 300), g=st.sampled_from([32, 64, 128, 256]),
+       G=st.integers(1, 12), p=st.integers(1, 8), with_beta=st.booleans(),
+       kind=st.sampled_from(VALUE_KINDS), seed=st.integers(0, 2 ** 32 - 1))
+def test_mma_gemm_matches_reference_bytes(M, N, g, G, p, with_beta, kind, seed):
+    x, planes, alpha, beta = random_problem(np.random.default_rng(seed), M, N, g * G, p, g,
+                                            with_beta=with_beta, kind=kind)
+    dev = [None if a is None else cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    got = cupy.asnumpy(gpu.mma_gemm(*dev, group_size=g))
+    assert_same_bytes(got, exact_mma_gemm(x, planes, alpha, beta, group_size=g))
+
+
+@settings(max_examples=max(EXAMPLES // 6, 2), deadline=None, suppress_health_check=list(HealthCheck))
+@given(M=st.sampled_from([1, 3, 8, 9, 16]), N=st.integers(1, 200), G=st.integers(65, 300),
+       p=st.integers(1, 4), seed=st.integers(0, 2 ** 32 - 1))
+def test_mma_gemm_several_splits(M, N, G, p, seed):
+    x, planes, alpha, beta = random_problem(np.random.default_rng(seed), M, N, 128 * G, p, 128, with_beta=True)
+    dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    assert_same_bytes(cupy.asnumpy(gpu.mma_gemm(*dev, group_size=128)),
+                      exact_mma_gemm(x, planes, alpha, beta, group_size=128))
+
+
+def test_mma_gemm_rows_do_not_depend_on_the_batch():
+    x, planes, alpha, _ = random_problem(np.random.default_rng(11), 16, 333, 4096, 3, 128)
+    dev = [cupy.asarray(a) for a in (planes, alpha)]
+    full = cupy.asnumpy(gpu.mma_gemm(cupy.asarray(x), *dev, group_size=128))
+    for M in (1, 5, 8):
+        part = cupy.asnumpy(gpu.mma_gemm(cupy.asarray(x[:M]), *dev, group_size=128))
+        assert (part.view(np.uint16) == full[:M].view(np.uint16)).all()
+
+
+def test_mma_gemm_close_to_float64():
+    x, planes, alpha, beta = random_problem(np.random.default_rng(12), 8, 512, 4096, 4, 128, with_beta=True)
+    dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    y = cupy.asnumpy(gpu.mma_gemm(*dev, group_size=128)).astype(np.float64)
+    r = dequant_matmul(x, planes, alpha, beta, group_size=128)
+    assert np.linalg.norm(y - r) / np.linalg.norm(r) < 1e-3

@@ -1,0 +1,83 @@
+r"""Exact-integer BCQ GEMM for batches, the arithmetic gpu/mma_gemm.cu reproduces bit for bit.
+
+    y[m, n] = sum_k x[m, k] W_hat[n, k]        x float16 [M, K], y float16 [M, N]
+
+Tensor cores sum in an unspecified order and with an unspecified internal precision, so a kernel
+that feeds them ordinary fp16 activations cannot be reproduced to the bit.  This contract makes
+every tensor-core sum an exact integer instead:
+
+1. Activations, per batch row m and group G of g inputs (the weights' group): with
+   amax = max |x| over the group and E the exponent with amax = f 2^E, f in [1/2, 1) (E = 0 for an
+   all-zero group), the 21-bit fixed-point value is
+       fix = rint(x 2^(21 - E))                    |fix| <= 2^21, rint = round half to even
+   split into two fp16-exact digits  fix = 2048 hi + lo,  hi = rint(fix / 2048),  |hi|, |lo| <= 1024,
+   and X = sum_k fix (an integer).  (Values below 2^(E - 22) round to zero: 21 bits below the
+   group's largest magnitude, finer than fp16's own 11-bit significand.)
+2. Per plane i, with beta_ik in {0, 1} the bits:  S_i = sum_k beta_ik fix_k  (exact: the tensor
+   cores add integers far below 2^24), and D_i = 2 S_i - X = sum_k b_ik fix_k with b = 2 beta - 1.
+3. Group partial (float32, one rounding per operation, in this order):
+       a = alpha_0 float(D_0);  a = a + alpha_i float(D_i) for i = 1..p-1;  [a = a + beta float(X)];
+       c = a 2^(E - 21)                            (float(.) rounds an integer to nearest even)
+4. y = sequential sum of c over the groups of a split (8192 inputs), then over the splits.
+5. y rounded to float16.
+Rows of x never interact: the result for one row does not depend on the batch size.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from bcq_core.layout import unpack_bits
+
+from .checks import check_gemv_args
+
+FIX_BITS = 21
+DIGIT = 2048
+SPLIT_INPUTS = 8192
+MAX_MMA_BATCH = 16
+MAX_GROUP = 256
+
+
+def encode_activations(x: np.ndarray, group_size: int):
+    """float16 x [M, K] -> (fix int64 [M, K], hi, lo float16 [M, K], E int [M, G], X int64 [M, G])."""
+    M, K = x.shape
+    xs = x.astype(np.float64).reshape(M, K // group_size, group_size)
+    _, E = np.frexp(np.abs(xs).max(axis=-1))  # amax = f 2^E, f in [0.5, 1); E = 0 for amax = 0
+    fix = np.rint(np.ldexp(xs, (FIX_BITS - E)[..., None]))
+    hi = np.rint(fix / DIGIT)
+    lo = fix - hi * DIGIT
+    X = fix.sum(axis=-1).astype(np.int64)
+    return (fix.reshape(M, K).astype(np.int64), hi.reshape(M, K).astype(np.float16),
+            lo.reshape(M, K).astype(np.float16), E.astype(np.int64), X)
+
+
+def exact_mma_gemm(x, planes, alpha, beta=None, *, group_size: int) -> np.ndarray:
+    """y = x W_hat^T, float16 [M, N], bit-exact with gpu.mma_gemm (see the module docstring)."""
+    M, N, K, p, G = check_gemv_args(x.shape, x.dtype, planes.shape, planes.dtype, alpha.shape,
+                                    alpha.dtype, None if beta is None else beta.shape,
+                                    None if beta is None else beta.dtype, group_size)
+    g = group_size
+    if M > MAX_MMA_BATCH:
+        raise ValueError(f"x: the tensor-core kernel takes batch 1..{MAX_MMA_BATCH}, got M={M}")
+    if g > MAX_GROUP:
+        raise ValueError(f"group_size: the tensor-core kernel takes groups of at most {MAX_GROUP} inputs "
+                         f"(its integer sums must stay below 2^31), got {g}")
+    fix, _, _, E, X = encode_activations(x, g)
+    bits = ((unpack_bits(planes) + 1) // 2).astype(np.float64).reshape(p, N, G, g)  # beta_ik in {0, 1}
+    # integer sums, exact in float64 (|S| < 2^29)
+    S = np.einsum("inGk,mGk->imnG", bits, fix.reshape(M, G, g).astype(np.float64)).astype(np.int64)
+    D = (2 * S - X[None, :, None, :]).astype(np.float32)  # [p, M, N, G], int -> float rounds to nearest
+    al = alpha.astype(np.float32)[:, None]  # [p, 1, N, G]
+    a = al[0] * D[0]
+    for i in range(1, p):
+        a = a + al[i] * D[i]
+    if beta is not None:
+        a = a + beta.astype(np.float32)[None] * X[:, None, :].astype(np.float32)
+    c = np.ldexp(a, (E - FIX_BITS)[:, None, :].astype(np.int32)).astype(np.float32)  # [M, N, G]
+    per_split = SPLIT_INPUTS // g
+    y = None
+    for s0 in range(0, G, per_split):
+        part = c[..., s0]
+        for j in range(s0 + 1, min(s0 + per_split, G)):
+            part = part + c[..., j]
+        y = part if y is None else y + part
+    return y.astype(np.float16)
