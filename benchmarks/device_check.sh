@@ -12,7 +12,7 @@ for step in "$@"; do
     sanitize)
       for tool in memcheck racecheck; do
         BCQ_GPU_EXAMPLES=6 compute-sanitizer --tool $tool --error-exitcode 9 python3 -m pytest -q -x \
-          tests/test_gpu_kernels.py -k "matches_reference or several_splits or dequantize" 2>&1 \
+          tests/test_gpu_kernels.py -k "matches_reference or several_splits or identity" 2>&1 \
           | tail -25 | tee "$OUT/sanitizer_$tool.log"
       done ;;
     bench) python3 -m benchmarks.gemv --out "$OUT" 2>&1 | tee "$OUT/bench.log" ;;

@@ -196,16 +196,17 @@ def markdown(meta, records) -> str:
                      + " | " + " / ".join(f"{100 * b['fraction_of_floor']:.0f}" if b else "-" for b in bq)
                      + " | " + " / ".join(f"{b['speedup_vs_fp16']:.2f}" if b else "-" for b in bq)
                      + " | " + " / ".join(apx) + " |")
-    lines += ["", "## Batches: dequantize (our kernel) + cuBLAS, against the LUT kernel", "",
-              "| layer | M | FP16 us | dequant+cuBLAS 2/3/4 us | LUT 2/3/4 us |", "|---|---|---|---|---|"]
+    lines += ["", "## Every path at every batch (2-bit / 3-bit / 4-bit, us)", "",
+              "`bcq_matmul` dispatches on these numbers: LUT up to M = 4; above, the exact tensor-core "
+              "kernel for layers of at least 2^26 weights and dequantize + cuBLAS for smaller ones.", "",
+              "| layer | M | FP16 | LUT | tensor-core (exact) | dequantize + cuBLAS |", "|---|---|---|---|---|---|"]
     for layer, M in keys:
-        if M == 1:
-            continue
         f = idx[(layer, M, "cublas_fp16", None)]
-        dq = [idx.get((layer, M, "bcq_dequant_cublas", p)) for p in (2, 3, 4)]
-        lut = [idx.get((layer, M, "bcq_lut", p)) for p in (2, 3, 4)]
-        lines.append(f"| {layer} | {M} | {f['us']:.1f} | " + " / ".join(f"{r['us']:.1f}" if r else "-" for r in dq)
-                     + " | " + " / ".join(f"{r['us']:.1f}" if r else "-" for r in lut) + " |")
+        cells = []
+        for method in ("bcq_lut", "bcq_mma", "bcq_dequant_cublas"):
+            rs = [idx.get((layer, M, method, p)) for p in (2, 3, 4)]
+            cells.append(" / ".join(f"{r['us']:.1f}" for r in rs) if all(rs) else "-")
+        lines.append(f"| {layer} | {M} | {f['us']:.1f} | " + " | ".join(cells) + " |")
     lines += ["", "## Targets", ""] + [f"- {t}" for t in target_report(records)]
     return "\n".join(lines) + "\n"
 

@@ -3,7 +3,7 @@
     lut_gemv(x, planes, alpha, beta=None, *, group_size)   y = x W_hat^T, batch M <= 32, LUT-GEMM
     mma_gemm(x, planes, alpha, beta=None, *, group_size)   y = x W_hat^T, batch M <= 16, exact tensor cores
     dequantize(planes, alpha, beta=None, *, group_size)    W_hat float16 [N, K]
-    bcq_matmul(x, planes, alpha, beta=None, *, group_size) LUT-GEMM up to M = 32, else dequantize + cuBLAS
+    bcq_matmul(x, planes, alpha, beta=None, *, group_size) any batch: the fastest measured path
 
 Arguments (CuPy arrays, or torch CUDA tensors through DLPack; results come back as the same kind):
     x       float16 [M, K], C-contiguous
@@ -257,11 +257,24 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None):
     return _back(out, tp)
 
 
+# Dispatch thresholds, from benchmarks/results/gemv_h100.md (H100): the LUT kernel wins up to
+# batch 4; above, the exact tensor-core kernel wins on large layers and dequantize + cuBLAS on small.
+LUT_UP_TO_BATCH = 4
+MMA_FROM_WEIGHTS = 1 << 26
+
+
 def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int):
-    """y = x W_hat^T for any batch: LUT-GEMM for M <= 32, else dequantize + cuBLAS (float16)."""
+    """y = x W_hat^T for any batch, by the fastest measured path (see the thresholds above).
+
+    The LUT and tensor-core paths are bit-exact with their references; dequantize + cuBLAS is not
+    (cuBLAS fixes no summation order).
+    """
     M = x.shape[0] if len(x.shape) == 2 else 0
-    if 1 <= M <= MAX_LUT_BATCH:
+    N, K = (planes.shape[1], planes.shape[2] * 32) if len(planes.shape) == 3 else (0, 0)
+    if 1 <= M <= LUT_UP_TO_BATCH:
         return lut_gemv(x, planes, alpha, beta, group_size=group_size)
+    if 1 <= M <= MAX_MMA_BATCH and N * K >= MMA_FROM_WEIGHTS and group_size <= MAX_GROUP:
+        return mma_gemm(x, planes, alpha, beta, group_size=group_size)
     (xc, tx) = _as_cupy(x, "x")
     if len(xc.shape) != 2 or str(xc.dtype) != "float16":
         raise ValueError(f"x: must be float16 [M, K], got {xc.dtype} {tuple(xc.shape)}")
