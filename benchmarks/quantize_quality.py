@@ -159,15 +159,15 @@ def markdown(meta, records) -> str:
     lines += ["", "## Joint variants: closure at 4 bits / d2", "",
               "| matrix | " + " | ".join(VARIANTS) + " |", "|---|" + "---:|" * len(VARIANTS)]
     for r in records:
-        lines.append(f"| {r['name']} | " + " | ".join(f"{r['closure'][v]:.3f} / {r['d2'][v]:+.1e}" for v in VARIANTS)
-                     + " |")
+        cells = [f"{r['closure'][v]:.3f} / {r['d2'][v]:+.1e}" for v in VARIANTS]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     lines += ["", "## Every error", "", "| matrix | p | " + " | ".join(methods) + " |",
               "|---|---:|" + "---:|" * len(methods)]
     for r in records:
         for p in meta["bits"]:
             lines.append(f"| {r['name']} | {p} | " + " | ".join(f"{r['errors'][m][p]:.4f}" for m in methods) + " |")
-    lines += ["", "## Seconds per matrix (this CPU, shared; joint columns exclude the progressive start they reuse)", "", "| matrix | " + " | ".join(methods) + " |",
-              "|---|" + "---:|" * len(methods)]
+    lines += ["", "## Seconds per matrix (this CPU, shared; joint columns exclude the progressive start they reuse)",
+              "", "| matrix | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
     for r in records:
         lines.append(f"| {r['name']} | " + " | ".join(f"{r['seconds'][m]:.2f}" for m in methods) + " |")
     lines += ["", "Sources: " + "; ".join(f"{r['name']}: {r['source']}" for r in records) + ".", ""]
