@@ -55,7 +55,11 @@ def _cupy():
 @functools.lru_cache(maxsize=None)
 def _module(device_id: int, name: str):
     cupy = _cupy()
+    # Local headers are pasted in rather than found through -I, so that CuPy's on-disk cache,
+    # keyed by the source text, sees a change to a header too.
     code = (HERE / f"{name}.cu").read_text()
+    for header in HERE.glob("*.cuh"):
+        code = code.replace(f'#include "{header.name}"', header.read_text())
     names = {"lut_gemv": [f"bcq::lut_gemv<{m}>" for m in BATCH_BUCKETS],
              "mma_gemm": ["bcq::encode_activations", "bcq::mma_gemm<1>", "bcq::mma_gemm<2>"],
              "dequantize": ["bcq::dequantize"]}[name]
@@ -155,23 +159,34 @@ def _null_or(a):
     return a if a is not None else np.uint64(0)
 
 
-def lut_gemv(x, planes, alpha, beta=None, *, group_size: int, out=None):
-    """y = x W_hat^T (float16 [M, N]) with the LUT-GEMM kernel; bit-exact with reference.lut_gemv."""
+def _gemm_call(x, planes, alpha, beta, group_size, out, max_batch, name):
+    """Everything a GEMM wrapper does before its launch: convert, validate, pick the stream, make out.
+
+    Returns (x, planes, alpha, beta, (M, N, K, p, G), device id, stream, out, was_torch).
+    """
     (x, tx), (planes, _), (alpha, _), (beta, _) = (_as_cupy(x, "x"), _as_cupy(planes, "planes"),
                                                    _as_cupy(alpha, "alpha"), _as_cupy(beta, "beta"))
-    M, N, K, p, G = check_gemv_args(x.shape, x.dtype, planes.shape, planes.dtype, alpha.shape, alpha.dtype,
-                                    None if beta is None else beta.shape, None if beta is None else beta.dtype,
-                                    group_size)
-    if M > MAX_LUT_BATCH:
-        raise ValueError(f"x: lut_gemv takes batch 1..{MAX_LUT_BATCH}, got M={M}; use bcq_matmul")
+    dims = check_gemv_args(x.shape, x.dtype, planes.shape, planes.dtype, alpha.shape, alpha.dtype,
+                           None if beta is None else beta.shape, None if beta is None else beta.dtype, group_size)
+    if dims[0] > max_batch:
+        raise ValueError(f"x: {name} takes batch 1..{max_batch}, got M={dims[0]}; use bcq_matmul")
     dev = _check_device_arrays(x=x, planes=planes, alpha=alpha, beta=beta)
     cupy = _cupy()
     stream = _torch_stream_scope(tx)
+    M, N = dims[0], dims[1]
     with stream:
         if out is None:
             out = cupy.empty((M, N), dtype=cupy.float16)
         elif out.shape != (M, N) or out.dtype != cupy.float16 or not out.flags.c_contiguous:
             raise ValueError(f"out: must be a C-contiguous float16 {(M, N)} array")
+    return x, planes, alpha, beta, dims, dev, stream, out, tx
+
+
+def lut_gemv(x, planes, alpha, beta=None, *, group_size: int, out=None):
+    """y = x W_hat^T (float16 [M, N]) with the LUT-GEMM kernel; bit-exact with reference.lut_gemv."""
+    x, planes, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(
+        x, planes, alpha, beta, group_size, out, MAX_LUT_BATCH, "lut_gemv")
+    with stream:
         num_splits, rows, row_tiles = launch_geometry(M, N, K, _sm_count(dev))
         ws, ctr = _workspace(dev, stream.ptr, num_splits * M * N if num_splits > 1 else 0, row_tiles)
         kernel = _lut_kernel(dev, batch_bucket(M))
@@ -190,23 +205,12 @@ def mma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None):
 
     Two launches: activations to fixed-point digits (encode_activations), then the GEMM.
     """
-    (x, tx), (planes, _), (alpha, _), (beta, _) = (_as_cupy(x, "x"), _as_cupy(planes, "planes"),
-                                                   _as_cupy(alpha, "alpha"), _as_cupy(beta, "beta"))
-    M, N, K, p, G = check_gemv_args(x.shape, x.dtype, planes.shape, planes.dtype, alpha.shape, alpha.dtype,
-                                    None if beta is None else beta.shape, None if beta is None else beta.dtype,
-                                    group_size)
-    if M > MAX_MMA_BATCH:
-        raise ValueError(f"x: mma_gemm takes batch 1..{MAX_MMA_BATCH}, got M={M}; use bcq_matmul")
     if group_size > MAX_GROUP:
         raise ValueError(f"group_size: mma_gemm takes groups of at most {MAX_GROUP} inputs, got {group_size}")
-    dev = _check_device_arrays(x=x, planes=planes, alpha=alpha, beta=beta)
+    x, planes, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(
+        x, planes, alpha, beta, group_size, out, MAX_MMA_BATCH, "mma_gemm")
     cupy = _cupy()
-    stream = _torch_stream_scope(tx)
     with stream:
-        if out is None:
-            out = cupy.empty((M, N), dtype=cupy.float16)
-        elif out.shape != (M, N) or out.dtype != cupy.float16 or not out.flags.c_contiguous:
-            raise ValueError(f"out: must be a C-contiguous float16 {(M, N)} array")
         num_splits = -(-K // SPLIT_INPUTS)
         row_tiles = -(-N // MMA_ROWS_PER_BLOCK)
         enc = _encoded(dev, stream.ptr, M * K + 2 * M * G)

@@ -28,6 +28,8 @@
 // Every float op below is an explicit __fadd_rn / __fmul_rn: no FMA contraction, no reassociation.
 
 #include <cuda_fp16.h>
+
+#include "split_k.cuh"
 // No <stdint.h>: NVRTC does not ship it, so 32-bit words are spelled unsigned int (u32).
 
 namespace bcq {
@@ -271,24 +273,7 @@ lut_gemv(const __half* __restrict__ x,          // [M, K]
     else workspace[((size_t)split * M + c) * N + n] = v;
   }
   if (num_splits == 1) return;
-
-  // Split-K epilogue: the last block of this row tile to finish sums the splits in order.
-  // Integer atomics only: the float sums happen in one block, in a fixed order.
-  __shared__ bool is_last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) is_last = atomicAdd(&counters[blockIdx.y], 1u) == (unsigned)(num_splits - 1);
-  __syncthreads();
-  if (!is_last) return;
-  __threadfence();
-  for (int idx = threadIdx.x; idx < rows_per_block * M; idx += kThreads) {
-    const int rr = idx % rows_per_block, c = idx / rows_per_block, n = row0 + rr;
-    if (n >= N) continue;
-    float s = __ldcg(workspace + (size_t)c * N + n);
-    for (int sp = 1; sp < num_splits; ++sp) s = __fadd_rn(s, __ldcg(workspace + ((size_t)sp * M + c) * N + n));
-    y[(size_t)c * N + n] = __float2half_rn(s);
-  }
-  if (threadIdx.x == 0) counters[blockIdx.y] = 0u;  // ready for the next launch (and graph replay)
+  finish_split_k(workspace, counters, y, M, N, num_splits, row0, rows_per_block);
 }
 
 }  // namespace bcq

@@ -24,6 +24,8 @@
 
 #include <cuda_fp16.h>
 
+#include "split_k.cuh"
+
 namespace bcq {
 
 using u32 = unsigned int;
@@ -206,23 +208,7 @@ mma_gemm(const u32* __restrict__ xfrag, const int* __restrict__ E_in, const int*
       else workspace[((size_t)split * M + col) * N + row] = acc[t][e];
     }
   if (num_splits == 1) return;
-
-  __shared__ bool is_last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) is_last = atomicAdd(&counters[blockIdx.y], 1u) == (unsigned)(num_splits - 1);
-  __syncthreads();
-  if (!is_last) return;
-  __threadfence();
-  const int rows = kWarpsPerBlock * kRowsPerWarp, row0 = blockIdx.y * rows;
-  for (int idx = threadIdx.x; idx < rows * M; idx += blockDim.x) {
-    const int rr = idx % rows, col = idx / rows, n = row0 + rr;
-    if (n >= N) continue;
-    float s = __ldcg(workspace + (size_t)col * N + n);
-    for (int sp = 1; sp < num_splits; ++sp) s = __fadd_rn(s, __ldcg(workspace + ((size_t)sp * M + col) * N + n));
-    y[(size_t)col * N + n] = __float2half_rn(s);
-  }
-  if (threadIdx.x == 0) counters[blockIdx.y] = 0u;
+  finish_split_k(workspace, counters, y, M, N, num_splits, blockIdx.y * kWarpsPerBlock * kRowsPerWarp, kWarpsPerBlock * kRowsPerWarp);
 }
 
 }  // namespace bcq

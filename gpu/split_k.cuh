@@ -1,0 +1,31 @@
+// Split-K epilogue shared by the GEMV kernels (included by lut_gemv.cu and mma_gemm.cu).
+//
+// Every block of row tile blockIdx.y has written its split's fp32 partials to
+// workspace[split, M, N].  The last block to finish (an integer atomic counter says which) sums
+// them in split order and writes fp16 y: the float sums happen in one block, in a fixed order,
+// so the result is deterministic, and the counter is reset for the next launch (graph replays too).
+#pragma once
+#include <cuda_fp16.h>
+
+namespace bcq {
+
+__device__ __forceinline__ void finish_split_k(const float* workspace, unsigned int* counters, __half* y,
+                                               int M, int N, int num_splits, int row0, int rows) {
+  __shared__ bool is_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) is_last = atomicAdd(&counters[blockIdx.y], 1u) == (unsigned)(num_splits - 1);
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  for (int idx = threadIdx.x; idx < rows * M; idx += blockDim.x) {
+    const int rr = idx % rows, c = idx / rows, n = row0 + rr;
+    if (n >= N) continue;
+    float s = __ldcg(workspace + (size_t)c * N + n);
+    for (int sp = 1; sp < num_splits; ++sp) s = __fadd_rn(s, __ldcg(workspace + ((size_t)sp * M + c) * N + n));
+    y[(size_t)c * N + n] = __float2half_rn(s);
+  }
+  if (threadIdx.x == 0) counters[blockIdx.y] = 0u;
+}
+
+}  // namespace bcq
