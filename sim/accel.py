@@ -11,7 +11,7 @@ them for bit-serial designs) and streams the M activation rows through it:
 
 Energy, by kind (pJ per event from sim/hardware.toml; G = K / group_size):
 
-    dram      bits: stored_bits N K + 16 (scales) + 16 M K + 16 M N,  stored_bits = max(q, min_storage_bits)
+    dram      bits: stored_bits N K + 16 q N K / g (scales; 16 N K / g for FIGNA, whose uniform INT4 is charged no zero-points) + 16 M K + 16 M N,  stored_bits = max(q, min_storage_bits)
     sram      bits: 2 stored_bits N K (fill + drain of the weight buffer)
                     + 16 M K ceil(N/tile_N) passes        (activations, re-streamed per N tile and pass)
                     + 64 M N ceil(K/tile_K)               (fp32 partial sums, read + write per K tile)
