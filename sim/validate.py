@@ -2,7 +2,8 @@
 
 Data (committed):
     sim/data/anchors_h100.json           ANCHORS.md 1: cuBLAS FP16 and Any-Precision on H100 (do_bench)
-    benchmarks/results/gemv_h100.json    our kernel and cuBLAS on H100 (benchmarks/gemv.py; lands later)
+    benchmarks/results/gemv_h100.json    our kernel and cuBLAS on H100 (benchmarks/gemv.py): the fit
+    benchmarks/results/gemv_h200.json    the same benchmark on an H200: out of sample (nothing fitted to it)
     sim/data/accelerator_targets.json    FIGLUT paper: TOPS/W of FIGLUT, FIGNA, iFPU and the bit-width trend
 
 Error of one prediction: (predicted - measured) / measured.  A method's score is the median of
@@ -25,6 +26,7 @@ DATA = Path(__file__).parent / "data"
 ANCHORS_JSON = DATA / "anchors_h100.json"
 ACCEL_TARGETS_JSON = DATA / "accelerator_targets.json"
 GPU_RESULTS_JSON = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "gemv_h100.json"
+H200_RESULTS_JSON = GPU_RESULTS_JSON.with_name("gemv_h200.json")
 RESULT_KEYS = ("layer", "N", "K", "M", "method", "bits", "us")
 RESULT_METHODS = {"cublas_fp16": "fp16", "bcq_lut": "bcq_lut", "bcq_dequant_cublas": "bcq_dequant"}
 UNMODELLED_METHODS = ("bcq_mma",)  # in the results file, not modelled here (skipped, see docs/sim.md)
@@ -95,7 +97,7 @@ def load_gpu_results(path: str | Path = GPU_RESULTS_JSON) -> list[Measurement]:
         if not (isinstance(r["us"], (int, float)) and r["us"] > 0 and np.isfinite(r["us"])):
             raise ValueError(f"{where}: us must be a positive number, got {r['us']!r}")
         out.append(Measurement(str(r["layer"]), r["N"], r["K"], r["M"], RESULT_METHODS[r["method"]], r["bits"],
-                               float(r["us"]), "gemv_h100", timing))
+                               float(r["us"]), path.stem, timing))
     if not out:
         raise ValueError(f"{path}: no record of a modelled method ({list(RESULT_METHODS)})")
     return out

@@ -7,7 +7,7 @@ import pytest
 
 from sim.calibrate import FITS, all_measurements, bank_conflict_factor, fit_kernel, leave_one_out, with_params
 from sim.kernels import default_kernels
-from sim.validate import ANCHORS_JSON, GPU_RESULTS_JSON, load_anchors, load_gpu_results, summarise
+from sim.validate import ANCHORS_JSON, GPU_RESULTS_JSON, H200_RESULTS_JSON, load_anchors, load_gpu_results, summarise
 
 H100 = "H100-SXM"
 TOLERANCE = {"fp16": 0.15, "anyprec": 0.25, "bcq_lut": 0.15,  # issue 4: median absolute error
@@ -102,6 +102,22 @@ def test_our_kernel_model_transfers_across_models():
         held_out = [m for m in ms if m.layer.startswith(test)]
         s = summarise(H100, held_out, kc)
         assert s["bcq_lut"]["median_abs_err"] <= TOLERANCE["bcq_lut"], (train, test, s["bcq_lut"])
+
+
+def test_h100_fit_predicts_the_h200_out_of_sample():
+    """Nothing was fitted to the H200 run: only its datasheet entry in hardware.toml changes.
+
+    Our kernel is latency-bound, so the model predicts (and the H200 shows) nearly the H100's times
+    despite 1.4x the bandwidth; cuBLAS speeds up with the bandwidth.  The dequantize + cuBLAS path
+    does not transfer (docs/sim.md says why), so it is held to no bar here, only reported.
+    """
+    s = summarise("H200", gpu_results_or_skip(H200_RESULTS_JSON))
+    for method in ("fp16", "bcq_lut"):
+        assert s[method]["n"] >= 40, (method, s[method])
+        assert s[method]["median_abs_err"] <= TOLERANCE[method], (method, s[method])
+    h100 = {(m.layer, m.M, m.bits): m.us for m in gpu_results_or_skip() if m.method == "bcq_lut"}
+    ratio = [h100[(r["layer"], r["M"], r["bits"])] / r["measured_us"] for r in s["rows"] if r["method"] == "bcq_lut"]
+    assert 0.85 <= float(np.median(ratio)) <= 1.15  # the measurement itself: no gain from the faster memory
 
 
 GOOD = [{"layer": "8B o", "N": 4096, "K": 4096, "M": 1, "method": "cublas_fp16", "bits": None, "us": 23.0},

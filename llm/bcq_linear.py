@@ -1,0 +1,195 @@
+r"""``BCQLinear``: an ``nn.Linear`` whose weight is a packed multi-precision BCQ, served at any stored precision.
+
+    y = x Ŵ_pᵀ + bias,   Ŵ_p[n, k] = β_p[n, k//g] + Σ_{i<p} α_p[i, n, k//g] B_i[n, k],   B_i ∈ {−1, +1}
+
+Buffers (they are the module's state_dict, saved bit for bit by ``llm.checkpoint``):
+
+    planes   int32   [P, N, K/32]  the uint32 words of ``bcq_core.layout`` reinterpreted as int32
+                                    (same bits: bit t of word w is input 32w + t, bit 1 -> +1)
+    alpha_p  float16 [p, N, G]     one scale set per stored precision p   (G = K / g)
+    beta_p   float16 [N, G]        per-group offsets, asymmetric BCQ only
+    bias     float32 [N] or None   kept from the nn.Linear it replaces (a frozen Parameter)
+
+Forward at ``self.precision`` = p:
+
+* CUDA input: the ``gpu`` kernels (imported lazily), ``bcq_matmul(x16, planes[:p], alpha_p, beta_p, g)``
+  on float16 activations, result cast back to x's dtype.
+* CPU input: dequantize Ŵ_p once (float32, cached for the current precision), then ``F.linear``.
+* Scale training (``llm.calibrate``): ``train_scales(p)`` turns α_p (and β_p) into float32 Parameters
+  and the forward rebuilds Ŵ_p from them differentiably each call; the binary codes never change.
+  ``finish_scale_training()`` rounds the trained scales back into the float16 buffers.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bcq_core.bcq import BCQ
+from bcq_core.checks import check_precision
+from bcq_core.layout import PackedBCQ, pack
+
+WORD_BITS = 32
+
+
+def unpack_planes(planes: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """int32 [p, N, K/32] -> ±1 [p, N, K] in `dtype` (bit t of word w -> input 32w + t)."""
+    shifts = torch.arange(WORD_BITS, dtype=torch.int32, device=planes.device)
+    bits = (planes.unsqueeze(-1) >> shifts) & 1                      # (p, N, K/32, 32)
+    return (bits.reshape(*planes.shape[:-1], -1).to(dtype) * 2 - 1)  # (p, N, K)
+
+
+def dequantize_torch(signs: torch.Tensor, alpha: torch.Tensor, g: int, beta: torch.Tensor | None = None):
+    """Σ_i α[i, n, k//g] signs[i, n, k] (+ β[n, k//g]): [N, K]; differentiable in α and β."""
+    p, N, K = signs.shape
+    W = (alpha.unsqueeze(-1) * signs.view(p, N, K // g, g)).sum(0)  # (N, G, g)
+    if beta is not None:
+        W = W + beta.unsqueeze(-1)
+    return W.reshape(N, K)
+
+
+class BCQLinear(nn.Module):
+    """Drop-in replacement for ``nn.Linear`` holding one packed multi-precision BCQ weight."""
+
+    def __init__(self, in_features: int, out_features: int, num_planes: int, precisions, group_size: int,
+                 asymmetric: bool = False, bias: bool = False):
+        super().__init__()
+        K, N, P, g = in_features, out_features, num_planes, group_size
+        if K % WORD_BITS or g % WORD_BITS or K % g:
+            raise ValueError(f"group_size: must be a multiple of 32 dividing in_features={K}, got {g}")
+        precisions = tuple(sorted(int(p) for p in precisions))
+        if not precisions or precisions[0] < 1 or precisions[-1] > P:
+            raise ValueError(f"precisions: must lie in 1..{P} (planes stored), got {precisions}")
+        self.in_features, self.out_features, self.group_size = K, N, g
+        self.precisions, self.asymmetric = precisions, asymmetric
+        self.register_buffer("planes", torch.zeros(P, N, K // WORD_BITS, dtype=torch.int32))
+        for p in precisions:
+            self.register_buffer(f"alpha_{p}", torch.zeros(p, N, K // g, dtype=torch.float16))
+            if asymmetric:
+                self.register_buffer(f"beta_{p}", torch.zeros(N, K // g, dtype=torch.float16))
+        self.bias = nn.Parameter(torch.zeros(N), requires_grad=False) if bias else None
+        self.precision = precisions[-1]
+        self._cache: tuple[int, torch.dtype, torch.Tensor] | None = None
+        self._train: dict | None = None
+
+    # ---- construction and export -------------------------------------------------------------
+    @classmethod
+    def from_bcq(cls, q: BCQ | PackedBCQ, bias: torch.Tensor | None = None) -> "BCQLinear":
+        """A module serving every precision of q; bias (float [N]) is copied when given."""
+        packed = pack(q) if isinstance(q, BCQ) else q
+        N, K = packed.shape
+        m = cls(K, N, packed.num_planes, packed.precisions, packed.group_size,
+                asymmetric=packed.beta is not None, bias=bias is not None)
+        m.planes.copy_(torch.from_numpy(np.ascontiguousarray(packed.planes).view(np.int32)))
+        for p in packed.precisions:
+            m.alpha(p).copy_(torch.from_numpy(packed.alpha[p]))
+            if packed.beta is not None:
+                m.beta(p).copy_(torch.from_numpy(packed.beta[p]))
+        if bias is not None:
+            m.bias.data.copy_(bias.detach().float())
+        return m
+
+    def to_packed(self) -> PackedBCQ:
+        """The weight as a ``bcq_core.layout.PackedBCQ`` (uint32 planes, float16 scales), bit-exact."""
+        beta = {p: self.beta(p).cpu().numpy().copy() for p in self.precisions} if self.asymmetric else None
+        return PackedBCQ(planes=self.planes.cpu().numpy().view(np.uint32).copy(),
+                         alpha={p: self.alpha(p).cpu().numpy().copy() for p in self.precisions},
+                         group_size=self.group_size, beta=beta)
+
+    def alpha(self, p: int) -> torch.Tensor:
+        return getattr(self, f"alpha_{p}")
+
+    def beta(self, p: int) -> torch.Tensor | None:
+        return getattr(self, f"beta_{p}") if self.asymmetric else None
+
+    @property
+    def num_planes(self) -> int:
+        return self.planes.shape[0]
+
+    def nbytes(self, p: int | None = None) -> int:
+        """Bytes this layer needs to serve precision p (planes[:p] + α_p + β_p), or all precisions (None)."""
+        N, G = self.out_features, self.in_features // self.group_size
+        plane = N * self.in_features // 8
+        scales = lambda q: 2 * N * G * (q + (1 if self.asymmetric else 0))  # noqa: E731
+        if p is None:
+            return self.num_planes * plane + sum(scales(q) for q in self.precisions)
+        return p * plane + scales(check_precision("p", p, self.precisions))
+
+    # ---- precision ---------------------------------------------------------------------------
+    def set_precision(self, p: int) -> None:
+        self.precision = check_precision("p", p, self.precisions)
+
+    def clear_cache(self) -> None:
+        self._cache = None
+
+    def dequantize(self, p: int | None = None, dtype=torch.float32) -> torch.Tensor:
+        """Ŵ_p as a dense [N, K] tensor (from the float16 buffers, widened exactly to float32)."""
+        p = self.precision if p is None else check_precision("p", p, self.precisions)
+        beta = self.beta(p)
+        W = dequantize_torch(unpack_planes(self.planes[:p]), self.alpha(p).float(), self.group_size,
+                             None if beta is None else beta.float())
+        return W.to(dtype)
+
+    def _apply(self, fn, recurse=True):
+        """``.to(device)`` moves the buffers; ``.float()``/``.half()`` must not change the packed dtypes."""
+        super()._apply(fn, recurse)
+        for name, buf in self._buffers.items():
+            if buf is not None and name.startswith(("alpha_", "beta_")) and buf.dtype != torch.float16:
+                self._buffers[name] = buf.to(torch.float16)
+        self.clear_cache()
+        return self
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.clear_cache()
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    # ---- scale training (calibration) --------------------------------------------------------
+    def train_scales(self, p: int) -> list[nn.Parameter]:
+        """Make α_p (and β_p) float32 Parameters for precision p; returns them for the optimizer."""
+        p = check_precision("p", p, self.precisions)
+        self.set_precision(p)
+        alpha = nn.Parameter(self.alpha(p).float().clone())
+        beta = nn.Parameter(self.beta(p).float().clone()) if self.asymmetric else None
+        self._train = {"p": p, "signs": unpack_planes(self.planes[:p]), "alpha": alpha, "beta": beta}
+        self.clear_cache()
+        return [t for t in (alpha, beta) if t is not None]
+
+    def finish_scale_training(self) -> None:
+        """Round the trained scales into the float16 buffers and return to inference mode."""
+        if self._train is None:
+            return
+        t, self._train = self._train, None
+        with torch.no_grad():
+            self.alpha(t["p"]).copy_(t["alpha"].to(torch.float16))
+            if t["beta"] is not None:
+                self.beta(t["p"]).copy_(t["beta"].to(torch.float16))
+        self.clear_cache()
+
+    # ---- forward -----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._train is not None:
+            t = self._train
+            W = dequantize_torch(t["signs"], t["alpha"], self.group_size, t["beta"])
+            return F.linear(x, W.to(x.dtype), self.bias)
+        if x.is_cuda:
+            return self._forward_cuda(x)
+        c = self._cache
+        if c is None or c[0] != self.precision or c[1] != x.dtype:
+            c = self._cache = (self.precision, x.dtype, self.dequantize(self.precision, x.dtype))
+        return F.linear(x, c[2], self.bias)
+
+    def _forward_cuda(self, x: torch.Tensor) -> torch.Tensor:
+        from gpu import bcq_matmul  # CuPy and the kernels load only when a CUDA input arrives
+
+        p, shape = self.precision, x.shape
+        x16 = x.reshape(-1, self.in_features).to(torch.float16).contiguous()  # (M, K)
+        beta = self.beta(p)
+        y = bcq_matmul(x16, self.planes[:p].view(torch.uint32), self.alpha(p), beta, group_size=self.group_size)
+        y = y.to(x.dtype).reshape(*shape[:-1], self.out_features)            # (..., N)
+        return y if self.bias is None else y + self.bias.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, planes={self.num_planes}, "
+                f"precisions={self.precisions}, precision={self.precision}, group_size={self.group_size}, "
+                f"asymmetric={self.asymmetric}, bias={self.bias is not None}")

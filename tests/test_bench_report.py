@@ -1,0 +1,44 @@
+"""The GEMV benchmark's report (no GPU needed): file naming by GPU, targets, peers compared only on an H100."""
+import pytest
+
+from benchmarks.gemv import LAYERS, bcq_bytes, fp16_bytes, gpu_slug, markdown, target_report
+
+
+@pytest.mark.parametrize("name, slug", [("NVIDIA H100 80GB HBM3", "h100"), ("NVIDIA H200", "h200"),
+                                        ("NVIDIA A100-SXM4-80GB", "a100"), ("NVIDIA GeForce RTX 4090", "rtx4090"),
+                                        ("NVIDIA L40S", "l40s")])
+def test_gpu_slug(name, slug):
+    assert gpu_slug(name) == slug
+
+
+def _records(us_lut):
+    out = []
+    for layer, (N, K) in LAYERS.items():
+        for M in (1, 4, 8):
+            out.append(dict(layer=layer, N=N, K=K, M=M, method="cublas_fp16", bits=None, us=100.0,
+                            bytes=fp16_bytes(N, K, M)))
+            for p in (2, 3, 4):
+                out.append(dict(layer=layer, N=N, K=K, M=M, method="bcq_lut", bits=p, us=us_lut,
+                                bytes=bcq_bytes(N, K, M, p), speedup_vs_fp16=100.0 / us_lut))
+    for r in out:
+        r["floor_us"] = r["bytes"] / 3e12 * 1e6
+        r["fraction_of_floor"] = r["floor_us"] / r["us"]
+    return out
+
+
+def test_targets_say_met_or_missed_by_how_much():
+    slow = target_report(_records(1000.0))
+    assert any("missed (target 85 %" in line for line in slow)
+    assert any("missed, target 1.5x" in line for line in slow)
+    fast = target_report(_records(1.0))
+    assert all("missed" not in line for line in fast), fast
+
+
+def test_peer_numbers_compared_only_on_an_h100():
+    recs = _records(10.0)
+    h100 = markdown(dict(gpu="NVIDIA H100 80GB HBM3", date="d", command="c", method="m", copy_bandwidth_Bps=3e12,
+                         group_size=128), recs)
+    h200 = markdown(dict(gpu="NVIDIA H200", date="d", command="c", method="m", copy_bandwidth_Bps=4.3e12,
+                         group_size=128), recs)
+    assert "vs Any-Precision" in h100 and "vs Any-Precision" not in h200
+    assert "not compared on this GPU" in h200

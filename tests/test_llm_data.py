@@ -1,0 +1,58 @@
+"""The Wikipedia text from gensim's wheel: cleaned, split by article with no overlap, windowed."""
+import numpy as np
+import pytest
+
+from llm import data
+
+
+@pytest.fixture(scope="module")
+def articles():
+    return data.load_articles()
+
+
+def test_text_is_clean_real_english(articles):
+    assert len(articles) >= 80
+    text = " ".join(a.text for a in articles)
+    assert len(text) > 2_000_000
+    assert "{{" not in text and "[[" not in text and "'''" not in text
+    assert not any(a.text.upper().startswith("#REDIRECT") for a in articles)
+    assert any(a.title == "Anarchism" for a in articles)
+
+
+def test_calibration_and_test_text_never_overlap(articles):
+    calib, test = data.split_articles(articles)
+    assert len(test) >= 15 and len(calib) >= 4 * len(test) - 4
+    assert not {a.title for a in calib} & {a.title for a in test}
+    calib_text = "\n".join(a.text for a in calib)
+    # no paragraph of substance of a test article appears anywhere in the calibration text
+    shared = [p for a in test for p in a.text.split("\n") if len(p) > 200 and p in calib_text]
+    assert shared == []
+    assert len(calib) + len(test) == len(articles)
+
+
+def test_split_is_deterministic_and_checked(articles):
+    assert data.split_articles(articles) == data.split_articles(articles)
+    with pytest.raises(ValueError, match="test_every"):
+        data.split_articles(articles, test_every=1)
+
+
+def test_eval_windows_are_disjoint_and_cover_the_stream():
+    tokens = np.arange(10_000)
+    w = data.eval_windows(tokens, 8, 512)
+    assert w.shape == (8, 512)
+    starts = w[:, 0]
+    assert (np.diff(starts) >= 512).all() and w[-1, -1] <= 9_999 and w[0, 0] == 0
+    assert (w == starts[:, None] + np.arange(512)).all()
+    with pytest.raises(ValueError, match="do not fit"):
+        data.eval_windows(tokens, 20, 512)
+
+
+def test_calibration_windows_are_disjoint_and_seeded():
+    tokens = np.arange(10_000)
+    a = data.calibration_windows(tokens, 16, 256, seed=0)
+    assert a.shape == (16, 256) and len(set(a[:, 0].tolist())) == 16
+    assert (a[:, 0] % 256 == 0).all()
+    assert np.array_equal(a, data.calibration_windows(tokens, 16, 256, seed=0))
+    assert not np.array_equal(a, data.calibration_windows(tokens, 16, 256, seed=1))
+    with pytest.raises(ValueError):
+        data.calibration_windows(tokens, 100, 256)

@@ -1,0 +1,83 @@
+"""The demo pipeline end to end on a tiny Llama, the report, and the CLI's clear errors."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bcq_core.cli import main
+from llm.calibrate import CalibConfig
+from llm.checkpoint import load_checkpoint
+from llm.convert import model_precisions
+from llm.data import Corpus
+from llm.models import ByteTokenizer, tiny_llama
+from llm.pipeline import METHODS, DemoConfig, run_demo
+from llm.report import targets
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    rng = np.random.default_rng(0)
+    corpus = Corpus(rng.integers(0, 256, 4000), rng.integers(0, 256, 2000), ("a",), ("b",))
+    config = DemoConfig(methods=tuple(METHODS), group_size=32, windows=3, window_len=48, iters=3, fisher_seqs=2, fisher_len=32,
+                        max_new_tokens=4, calib=CalibConfig(iters=4, n_seqs=4, seq_len=32))
+    results = run_demo(config, out, fp_model=tiny_llama(), tokenizer=ByteTokenizer(), corpus=corpus,
+                       progress=False, log=lambda *a: None)
+    return results, out
+
+
+def test_every_method_scored_at_every_precision(demo):
+    results, out = demo
+    assert set(results["methods"]) == set(METHODS)
+    for key, row in results["methods"].items():
+        expected = [3, 4] if key == "anyprec3" else [2, 3, 4]
+        assert sorted(row["ppl"]) == expected, key
+        assert all(np.isfinite(v) and v > 1 for v in row["ppl"].values())
+        assert all(v >= -1e-6 for v in row["kl"].values())
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["fp_ppl"] == pytest.approx(results["fp_ppl"])
+
+
+def test_report_and_plots_are_written(demo):
+    results, out = demo
+    text = (out / "report.md").read_text()
+    assert "| method |" in text and "## Targets" in text and "## Memory" in text
+    for name in ("llm_ppl.png", "llm_kl.png", "llm_memory.png", "llm_calibration.png"):
+        assert (out / name).stat().st_size > 5000
+    assert len(targets(results)) > 10
+    mem = results["memory"]
+    assert mem["multi"] < mem["separate"]
+
+
+def test_saved_model_loads_and_serves_every_precision(demo):
+    results, out = demo
+    model, config = load_checkpoint(out / "model.safetensors", tiny_llama(seed=9))
+    assert model_precisions(model) == (2, 3, 4) and config["quant"]["method"] == "progressive"
+
+
+def test_cli_errors_are_clear(tmp_path, capsys, demo):
+    assert main(["eval", str(tmp_path / "missing.safetensors")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "x.safetensors").write_bytes(b"junk")
+    assert main(["eval", str(tmp_path / "x.safetensors")]) == 2
+    assert "not a readable safetensors" in capsys.readouterr().err
+    _, out = demo
+    assert main(["eval", str(out / "model.safetensors")]) == 2  # a tiny model: not SmolLM2's text
+    assert "knows the text and reference" in capsys.readouterr().err
+    assert main(["demo", "--methods", "rtn,bogus", "-o", str(tmp_path / "d")]) == 2
+    assert "unknown ['bogus']" in capsys.readouterr().err
+
+
+def test_bad_demo_config():
+    with pytest.raises(ValueError, match="bits"):
+        DemoConfig(bits=(2, 4))
+
+
+def test_default_demo_runs_every_method_but_the_optional_joint_variants():
+    from llm.pipeline import OPTIONAL
+
+    assert set(DemoConfig().methods) == set(METHODS) - set(OPTIONAL)
+    assert set(OPTIONAL) <= set(METHODS)
