@@ -2,6 +2,7 @@
 
     lut_gemv(x, planes, alpha, beta=None, *, group_size)   y = x W_hat^T, batch M <= 32, LUT-GEMM
     mma_gemm(x, planes, alpha, beta=None, *, group_size)   y = x W_hat^T, batch M <= 16, exact tensor cores
+    bmma_gemv(x, planes, alpha, beta=None, *, group_size)  the same bytes from 1-bit tensor cores (small batches)
     dequantize(planes, alpha, beta=None, *, group_size)    W_hat float16 [N, K]
     bcq_matmul(x, planes, alpha, beta=None, *, group_size) any batch: the fastest measured path
 
@@ -62,6 +63,7 @@ def _module(device_id: int, name: str):
         code = code.replace(f'#include "{header.name}"', header.read_text())
     names = {"lut_gemv": [f"bcq::lut_gemv<{m}>" for m in BATCH_BUCKETS],
              "mma_gemm": ["bcq::encode_activations", "bcq::mma_gemm<1>", "bcq::mma_gemm<2>"],
+             "bmma_gemv": ["bcq::encode_bits"] + [f"bcq::bmma_gemv<{s}, {m}>" for s, m in BMMA_INSTANCES],
              "dequantize": ["bcq::dequantize"]}[name]
     return cupy.RawModule(code=code, options=NVRTC_OPTIONS, name_expressions=names)
 
@@ -197,7 +199,50 @@ def lut_gemv(x, planes, alpha, beta=None, *, group_size: int, out=None):
     return _back(out, tx)
 
 
-MMA_ROWS_PER_BLOCK = 64  # 4 warps x 16 rows (mma_gemm.cu)
+MMA_ROWS_PER_BLOCK = 64  # 4 warps x 16 rows (mma_gemm.cu and bmma_gemv.cu)
+# bmma_gemv.cu: (groups per 256-input step S = 256 / g, batch bucket Mp) with S * Mp <= 8; p <= 4
+BMMA_INSTANCES = tuple((s, m) for s in (1, 2, 4, 8) for m in (1, 2, 4, 8) if s * m <= 8)
+BMMA_MAX_PLANES = 4
+BMMA_STEP = 256
+
+
+def bmma_supports(M: int, p: int, group_size: int) -> bool:
+    """Whether bmma_gemv takes this call: g divides 256, bucket(M) * 256 / g <= 8, p <= 4."""
+    return (group_size <= BMMA_STEP and BMMA_STEP % group_size == 0 and 1 <= p <= BMMA_MAX_PLANES
+            and 1 <= M <= MAX_MMA_BATCH and batch_bucket(M) * (BMMA_STEP // group_size) <= 8)
+
+
+def bmma_gemv(x, planes, alpha, beta=None, *, group_size: int, out=None):
+    """y = x W_hat^T (float16 [M, N]) on 1-bit tensor cores; bit-exact with reference.exact_mma_gemm.
+
+    The plane words feed mma.m16n8k256 (.b1, AND + popcount) as stored; the activations go in as
+    their 23 fixed-point bit-planes (bcq::encode_bits, one small launch).  Takes g in {32, 64, 128,
+    256}, p <= 4 and batch up to 8 * g / 256 (rounded up to a power of two): 4 at g = 128.
+    """
+    x, planes, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(
+        x, planes, alpha, beta, group_size, out, MAX_MMA_BATCH, "bmma_gemv")
+    if not bmma_supports(M, p, group_size):
+        raise ValueError(f"bmma_gemv: takes a group size dividing 256, at most {BMMA_MAX_PLANES} planes and "
+                         f"batch bucket x 256/g <= 8; got g={group_size}, p={p}, M={M} (use bcq_matmul)")
+    cupy = _cupy()
+    S, Mp = BMMA_STEP // group_size, batch_bucket(M)
+    with stream:
+        KS = -(-K // BMMA_STEP)
+        num_splits = -(-K // SPLIT_INPUTS)
+        row_tiles = -(-N // MMA_ROWS_PER_BLOCK)
+        n_frag = M * KS * 32 * 6
+        enc = _encoded(dev, stream.ptr, n_frag + 2 * M * G)
+        bfrag, E, X = enc[:n_frag], enc[n_frag:n_frag + M * G].view(cupy.int32), enc[n_frag + M * G:].view(cupy.int32)
+        ws, ctr = _workspace(dev, stream.ptr, num_splits * M * N if num_splits > 1 else 0, row_tiles)
+        mod = _module(dev, "bmma_gemv")
+        n_words = M * KS * 8  # one warp each
+        mod.get_function("bcq::encode_bits")((-(-n_words // 4),), (128,),
+                                             (x, bfrag, E, X, np.int32(M), np.int32(K), np.int32(group_size)))
+        mod.get_function(f"bcq::bmma_gemv<{S}, {Mp}>")(
+            (num_splits, row_tiles), (128,),
+            (bfrag, E, X, planes, alpha, _null_or(beta), out, ws, ctr,
+             np.int32(M), np.int32(N), np.int32(K), np.int32(p), np.int32(group_size)))
+    return _back(out, tx)
 
 
 def mma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None):
@@ -261,8 +306,9 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None):
     return _back(out, tp)
 
 
-# Dispatch thresholds, from benchmarks/results/gemv_h100.md (H100): the LUT kernel wins up to
-# batch 4; above, the exact tensor-core kernel wins on large layers and dequantize + cuBLAS on small.
+# Dispatch, from benchmarks/results/gemv_h200.md (H200) and gemv_h100.md (H100): the 1-bit
+# tensor-core kernel wherever it applies (it beat the LUT kernel on every measured shape); else the
+# LUT kernel up to batch 4; above, the fp16 tensor-core kernel on large layers and dequantize + cuBLAS on small.
 LUT_UP_TO_BATCH = 4
 MMA_FROM_WEIGHTS = 1 << 26
 
@@ -270,11 +316,14 @@ MMA_FROM_WEIGHTS = 1 << 26
 def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int):
     """y = x W_hat^T for any batch, by the fastest measured path (see the thresholds above).
 
-    The LUT and tensor-core paths are bit-exact with their references; dequantize + cuBLAS is not
+    The kernel paths are bit-exact with their references (the tensor-core ones with
+    reference.exact_mma_gemm, the LUT one with reference.lut_gemv); dequantize + cuBLAS is not
     (cuBLAS fixes no summation order).
     """
     M = x.shape[0] if len(x.shape) == 2 else 0
-    N, K = (planes.shape[1], planes.shape[2] * 32) if len(planes.shape) == 3 else (0, 0)
+    p, N, K = (planes.shape[0], planes.shape[1], planes.shape[2] * 32) if len(planes.shape) == 3 else (0, 0, 0)
+    if bmma_supports(M, p, group_size):
+        return bmma_gemv(x, planes, alpha, beta, group_size=group_size)
     if 1 <= M <= LUT_UP_TO_BATCH:
         return lut_gemv(x, planes, alpha, beta, group_size=group_size)
     if 1 <= M <= MAX_MMA_BATCH and N * K >= MMA_FROM_WEIGHTS and group_size <= MAX_GROUP:

@@ -42,3 +42,14 @@ def test_peer_numbers_compared_only_on_an_h100():
                          group_size=128), recs)
     assert "vs Any-Precision" in h100 and "vs Any-Precision" not in h200
     assert "not compared on this GPU" in h200
+
+
+def test_targets_use_the_fastest_bit_exact_kernel():
+    recs = _records(1000.0)
+    for r in list(recs):
+        if r["method"] == "bcq_lut":
+            recs.append(dict(r, method="bcq_bmma", us=r["floor_us"] * 1.01))
+    for r in recs:
+        r["fraction_of_floor"] = r["floor_us"] / r["us"]
+    lines = target_report(recs)
+    assert all("missed" not in line for line in lines if "M=1" in line and "floor" in line), lines

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu.kernels import BATCH_BUCKETS
+from gpu.kernels import BATCH_BUCKETS, BMMA_INSTANCES
 
 GPU_DIR = Path(__file__).resolve().parent.parent / "gpu"
 NVCC = shutil.which("nvcc")
@@ -18,6 +18,9 @@ INSTANTIATIONS = {
     "mma_gemm.cu": [f"template __global__ void bcq::mma_gemm<{t}>(const bcq::u32*, const int*, const int*, "
                     "const bcq::u32*, const __half*, const __half*, __half*, float*, unsigned int*, "
                     "int, int, int, int, int);" for t in (1, 2)],
+    "bmma_gemv.cu": [f"template __global__ void bcq::bmma_gemv<{s}, {m}>(const bcq::u32*, const int*, const int*, "
+                     "const bcq::u32*, const __half*, const __half*, __half*, float*, unsigned int*, "
+                     "int, int, int, int, int);" for s, m in BMMA_INSTANCES],
 }
 
 

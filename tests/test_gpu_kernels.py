@@ -185,3 +185,45 @@ def test_mma_gemm_close_to_float64():
     y = cupy.asnumpy(gpu.mma_gemm(*dev, group_size=128)).astype(np.float64)
     r = dequant_matmul(x, planes, alpha, beta, group_size=128)
     assert np.linalg.norm(y - r) / np.linalg.norm(r) < 1e-3
+
+
+# --- the 1-bit tensor-core path (gpu/bmma_gemv.cu): the same contract, the same bytes ------------
+from gpu.kernels import bmma_supports  # noqa: E402
+
+
+@SETTINGS
+@given(N=st.integers(1, 300), g=st.sampled_from([32, 64, 128, 256]), G=st.integers(1, 12),
+       p=st.integers(1, 4), with_beta=st.booleans(), kind=st.sampled_from(VALUE_KINDS),
+       data=st.data(), seed=st.integers(0, 2 ** 32 - 1))
+def test_bmma_gemv_matches_reference_bytes(N, g, G, p, with_beta, kind, data, seed):
+    M = data.draw(st.sampled_from([m for m in (1, 2, 3, 4, 5, 7, 8) if bmma_supports(m, p, g)]))
+    x, planes, alpha, beta = random_problem(np.random.default_rng(seed), M, N, g * G, p, g,
+                                            with_beta=with_beta, kind=kind)
+    dev = [None if a is None else cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    got = cupy.asnumpy(gpu.bmma_gemv(*dev, group_size=g))
+    assert_same_bytes(got, exact_mma_gemm(x, planes, alpha, beta, group_size=g))
+
+
+@settings(max_examples=max(EXAMPLES // 6, 2), deadline=None, suppress_health_check=list(HealthCheck))
+@given(M=st.sampled_from([1, 2, 3, 4]), N=st.integers(1, 200), G=st.integers(65, 300),
+       p=st.integers(1, 4), seed=st.integers(0, 2 ** 32 - 1))
+def test_bmma_gemv_several_splits(M, N, G, p, seed):
+    x, planes, alpha, beta = random_problem(np.random.default_rng(seed), M, N, 128 * G, p, 128, with_beta=True)
+    dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    assert_same_bytes(cupy.asnumpy(gpu.bmma_gemv(*dev, group_size=128)),
+                      exact_mma_gemm(x, planes, alpha, beta, group_size=128))
+
+
+@pytest.mark.parametrize("N,K,g", [(4096, 4096, 128), (1536, 576, 64), (576, 1536, 64), (8192, 28672, 128)])
+def test_bmma_gemv_equals_mma_gemm_on_real_shapes(N, K, g):
+    """Two kernels, one contract: the 1-bit and the fp16 tensor-core paths give the same bytes."""
+    x, planes, alpha, _ = random_problem(np.random.default_rng(N + K), 1, N, K, 3, g)
+    dev = [cupy.asarray(a) for a in (x, planes, alpha)]
+    a, b = cupy.asnumpy(gpu.bmma_gemv(*dev, group_size=g)), cupy.asnumpy(gpu.mma_gemm(*dev, group_size=g))
+    assert (a.view(np.uint16) == b.view(np.uint16)).all()
+
+
+def test_bmma_gemv_refuses_what_it_does_not_take():
+    x, planes, alpha, _ = random_problem(np.random.default_rng(0), 8, 64, 1024, 2, 128)
+    with pytest.raises(ValueError, match="bmma_gemv: takes"):
+        gpu.bmma_gemv(cupy.asarray(x), cupy.asarray(planes), cupy.asarray(alpha), group_size=128)  # 8 x 2 > 8

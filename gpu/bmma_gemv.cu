@@ -1,0 +1,320 @@
+// Binary tensor-core BCQ GEMV:  y[M, N] = x[M, K] * W_hat[N, K]^T  for small batches.
+//
+// Bit-exact with reference/exact_mma.py: the same contract, hence the same bytes, as mma_gemm.cu.
+// That contract makes every sum over a group an exact integer, S_i = sum_k beta_ik fix_k with
+// beta_ik in {0, 1} the stored plane bits and fix_k the 21-bit fixed-point activations.  Here the
+// integer is formed by the 1-bit tensor cores straight from the packed plane words:
+//
+//   fix_k = sum_j w_j xbit_j(k)            23 two's-complement bit-planes, w_j = 2^j (j < 22), w_22 = -2^22
+//   S_i   = sum_j w_j popc(plane word AND xbit_j word)      mma.m16n8k256 .b1 .and.popc, exact in int32
+//
+// so a plane word is never expanded into numbers (mma_gemm.cu spends one rotate + AND per two
+// weights on that; the LUT kernel four table lookups per word).  encode_bits lays the activation
+// bit-planes out as the mma's B fragments once per call; the weights are the A fragments as stored.
+//
+// One mma = 16 rows x 256 inputs (8 plane words) x 8 columns.  Thread (gid = lane / 4, t = lane % 4)
+// holds words 2t and 2t + 1 of the step for rows gid and gid + 8 (one 8-byte load each): the mma's
+// k-blocks t and t + 4.  The 8 columns are 8 activation bit-planes of one (batch row m, slot), a
+// slot being one group of the step (S = 256 / g groups per step): a column only sees the inputs of
+// its slot, because B is zero elsewhere.  So a step costs 3 mma per (m, slot) and plane, and each
+// of the 4 results of an mma is weighted by its bit-plane's w_j and added into the (m, slot) sum.
+//
+// Loop nest of one warp (16 rows, one split of 8192 inputs = 32 steps):
+//   for step s in split:                                   (the next step's loads already in flight)
+//     for plane i < p:
+//       acc[m, slot][row] = sum over 3 mma of w_j * D      (integer, exact)
+//       S_i = sum of acc over the 4 threads of a quad      (reduce-scatter: each thread keeps its items)
+//       a   = a + alpha_i * float(2 S_i - X)               (contract step 3, plane order)
+//     c = (a [+ beta float(X)]) * 2^(E - 21);  y_split[m, row] += c in group order
+//   last block of a row tile: y = sum of split partials, in split order; fp16
+
+#include <cuda_fp16.h>
+
+#include "split_k.cuh"
+
+namespace bcq {
+
+using u32 = unsigned int;
+constexpr int kFixBits = 21;          // reference/exact_mma.py: FIX_BITS
+constexpr int kXPlanes = 24;          // 23 bit-planes of fix (|fix| <= 2^21) and one zero plane: 3 x 8 columns
+constexpr int kStepWords = 8;         // one m16n8k256 mma covers 8 plane words
+constexpr int kSplitSteps = 8192 / 256;
+constexpr int kBmmaWarps = 4;
+constexpr int kBmmaRows = 16;         // rows per warp (the mma's M)
+constexpr int kBmmaMaxP = 4;          // planes kept in registers; more planes: mma_gemm
+
+// x [M, K] -> bfrag u32 [M, KS, 32 lanes, 3, 2], E int [M, G], X int [M, G];  KS = ceil(K / 256).
+// Element (lane = 4 gid + t, r, e) of step s is bit-plane 8r + gid of fix over word 8s + 2t + e.
+// One warp per (m, word): lane k owns input 32 w + k; a ballot per bit-plane makes its word.  The
+// warp of a group's first word also writes the group's E and X.  x 2^(21 - E) is exact (a power
+// of two, no overflow: |x| 2^(21 - E) <= 2^21), so it equals the reference's ldexp.
+__global__ void encode_bits(const __half* __restrict__ x, u32* __restrict__ bfrag, int* __restrict__ E_out,
+                            int* __restrict__ X_out, int M, int K, int group_size) {
+  const int KW = K >> 5, KS = (KW + kStepWords - 1) / kStepWords, wpg = group_size >> 5, G = K / group_size;
+  const int idx = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+  if (idx >= M * KS * kStepWords) return;  // whole warps leave together
+  const int m = idx / (KS * kStepWords), w = idx % (KS * kStepWords);
+  const int s = w / kStepWords, t = (w % kStepWords) >> 1, e = w & 1;
+  u32 word = 0u;  // lane j < 24: bit-plane j of this word
+  if (w < KW) {
+    const int grp = w / wpg;
+    const __half* xg = x + (size_t)m * K + (size_t)grp * group_size;
+    float amax = 0.0f;
+    for (int k = lane; k < group_size; k += 32) amax = fmaxf(amax, fabsf(__half2float(xg[k])));
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    int E = 0;
+    if (amax > 0.0f) frexpf(amax, &E);
+    const float scale = __int_as_float((127 + kFixBits - E) << 23);  // 2^(21 - E), 21 - E in [5, 44]
+    const int f = __float2int_rn(__fmul_rn(__half2float(x[(size_t)m * K + (size_t)w * 32 + lane]), scale));
+#pragma unroll
+    for (int j = 0; j < kXPlanes - 1; ++j) {
+      const u32 b = __ballot_sync(0xffffffffu, ((u32)f >> j) & 1u);
+      if (lane == j) word = b;
+    }
+    if (w % wpg == 0) {
+      int X = 0;
+      for (int k = lane; k < group_size; k += 32) X += __float2int_rn(__fmul_rn(__half2float(xg[k]), scale));
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) X += __shfl_xor_sync(0xffffffffu, X, o);
+      if (lane == 0) {
+        E_out[m * G + grp] = E;
+        X_out[m * G + grp] = X;
+      }
+    }
+  }
+  if (lane < kXPlanes)
+    bfrag[((size_t)m * KS + s) * 32 * 6 + ((lane & 7) * 4 + t) * 6 + (lane >> 3) * 2 + e] = word;
+}
+
+__device__ __forceinline__ void bmma_16816_b1(int (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+  asm("mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%10,%10,%10,%10};\n"
+      : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "r"(0));
+}
+
+// Sum each of the quad's NI = 2 MS values over its 4 threads, leaving item it * 4 + t (NI >= 4) or
+// item t % 2 (NI = 2) in out[it].  Item i is acc[i / 2][i % 2].  3 (NI = 4) shuffles for 4 sums.
+template <int MS>
+__device__ __forceinline__ void quad_reduce(const int (&acc)[MS][2], int t, int (&out)[MS >= 2 ? MS / 2 : 1]) {
+  constexpr int NI = 2 * MS;
+  const bool hi = t & 2, lo = t & 1;
+  if constexpr (NI == 2) {
+    int v0 = acc[0][0] + __shfl_xor_sync(0xffffffffu, acc[0][0], 2);
+    int v1 = acc[0][1] + __shfl_xor_sync(0xffffffffu, acc[0][1], 2);
+    const int send = lo ? v0 : v1, keep = lo ? v1 : v0;
+    out[0] = keep + __shfl_xor_sync(0xffffffffu, send, 1);
+  } else {
+    int w[NI / 2];
+#pragma unroll
+    for (int i = 0; i < NI; i += 4)
+#pragma unroll
+      for (int l = 0; l < 2; ++l) {
+        const int i0 = i + l, i1 = i + l + 2;
+        const int v0 = acc[i0 >> 1][i0 & 1], v1 = acc[i1 >> 1][i1 & 1];
+        const int send = hi ? v0 : v1, keep = hi ? v1 : v0;
+        w[(i / 4) * 2 + l] = keep + __shfl_xor_sync(0xffffffffu, send, 2);
+      }
+#pragma unroll
+    for (int j = 0; j < NI / 2; j += 2) {
+      const int send = lo ? w[j] : w[j + 1], keep = lo ? w[j + 1] : w[j];
+      out[j / 2] = keep + __shfl_xor_sync(0xffffffffu, send, 1);
+    }
+  }
+}
+
+// What one step needs, loaded one step ahead: the plane words of the thread's two rows, the
+// activation fragments, and per item (m, slot, row) its scales, offset, X and E.
+template <int S, int Mp>
+struct BmmaStep {
+  static constexpr int MS = S * Mp;
+  static constexpr int IT = MS >= 2 ? MS / 2 : 1;
+  u32 wa[kBmmaMaxP][2], wb[kBmmaMaxP][2];
+  uint2 bf[Mp][3];
+  __half al[kBmmaMaxP][IT], be[IT];
+  int X[IT], E[IT];
+};
+
+// S: groups per 256-input step (256 / g); Mp: batch rows rounded up to a power of two; S * Mp <= 8.
+template <int S, int Mp>
+__global__ void __launch_bounds__(kBmmaWarps * 32, S * Mp <= 2 ? 4 : 2)
+bmma_gemv(const u32* __restrict__ bfrag, const int* __restrict__ E_in, const int* __restrict__ X_in,
+          const u32* __restrict__ planes,   // [p, N, K/32]
+          const __half* __restrict__ alpha, // [p, N, G]
+          const __half* __restrict__ beta,  // [N, G] or nullptr
+          __half* __restrict__ y,           // [M, N]
+          float* __restrict__ workspace,    // [num_splits, M, N]
+          unsigned int* __restrict__ counters,
+          int M, int N, int K, int p, int group_size) {
+  constexpr int MS = S * Mp, NI = 2 * MS, IT = BmmaStep<S, Mp>::IT;
+  constexpr int YP = (kBmmaRows * Mp + 31) / 32;  // (row, m) running sums per lane
+  static_assert(MS <= 8, "S * Mp <= 8");
+  __shared__ float cbuf[kBmmaWarps][kBmmaRows][Mp][S];
+
+  const int KW = K >> 5, KS = (KW + kStepWords - 1) / kStepWords, G = K / group_size, wpg = group_size >> 5;
+  const int num_splits = (KS + kSplitSteps - 1) / kSplitSteps;
+  const int split = blockIdx.x;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, t = lane & 3;
+  const int n0 = (blockIdx.y * kBmmaWarps + warp) * kBmmaRows;
+  const int row_a = n0 + gid, row_b = row_a + 8;
+  const bool ok_a = row_a < N, ok_b = row_b < N;
+  const size_t plane_stride = (size_t)N * KW, alpha_stride = (size_t)N * G;
+  const bool pairs_aligned = (KW & 1) == 0;  // then words 2t, 2t + 1 are one aligned 8-byte load
+
+  int wgt[3][2];  // w_j of this thread's columns 2t, 2t + 1 in each of a (m, slot)'s three mma
+#pragma unroll
+  for (int r = 0; r < 3; ++r)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int j = 8 * r + 2 * t + e;
+      wgt[r][e] = j < 22 ? (1 << j) : (j == 22 ? -(1 << 22) : 0);
+    }
+  const int slot_e0 = S == 1 ? 0 : (2 * t) / wpg, slot_e1 = S == 1 ? 0 : (2 * t + 1) / wpg;
+
+  // Items this thread finishes: item i = 2 pair + rowbit, pair = m S + slot (quad_reduce's order).
+  int it_m[IT], it_slot[IT], it_rl[IT];
+  bool it_live[IT];
+#pragma unroll
+  for (int it = 0; it < IT; ++it) {
+    const int i = NI >= 4 ? it * 4 + t : (t & 1);
+    const int pair = i >> 1;
+    it_m[it] = pair / S;
+    it_slot[it] = pair % S;
+    it_rl[it] = gid + 8 * (i & 1);
+    it_live[it] = (NI >= 4 || t < 2) && it_m[it] < M && n0 + it_rl[it] < N;
+  }
+
+  // Per-thread bases, fixed for the whole call; a step adds its offset.
+  const u32* pa = planes + (size_t)(ok_a ? row_a : 0) * KW + 2 * t;
+  const u32* pb = planes + (size_t)(ok_b ? row_b : 0) * KW + 2 * t;
+  const uint2* pf = reinterpret_cast<const uint2*>(bfrag) + (size_t)lane * 3;
+  size_t it_alpha[IT];  // row * G + slot of each item
+#pragma unroll
+  for (int it = 0; it < IT; ++it) it_alpha[it] = (size_t)(it_live[it] ? n0 + it_rl[it] : 0) * G + it_slot[it];
+
+  auto load = [&](BmmaStep<S, Mp>& d, int s) {
+    const int kw0 = s * kStepWords;
+    if (pairs_aligned && kw0 + kStepWords <= KW) {  // a whole step of 8-byte-aligned word pairs
+#pragma unroll
+      for (int i = 0; i < kBmmaMaxP; ++i) {
+        uint2 va = make_uint2(0u, 0u), vb = va;
+        if (i < p && ok_a) va = __ldg(reinterpret_cast<const uint2*>(pa + i * plane_stride + kw0));
+        if (i < p && ok_b) vb = __ldg(reinterpret_cast<const uint2*>(pb + i * plane_stride + kw0));
+        d.wa[i][0] = va.x; d.wa[i][1] = va.y; d.wb[i][0] = vb.x; d.wb[i][1] = vb.y;
+      }
+    } else {  // the last, partial step, or an odd number of words per row
+      const bool in0 = kw0 + 2 * t < KW, in1 = kw0 + 2 * t + 1 < KW;
+#pragma unroll
+      for (int i = 0; i < kBmmaMaxP; ++i) {
+        const bool li = i < p;
+        d.wa[i][0] = (li && ok_a && in0) ? __ldg(pa + i * plane_stride + kw0) : 0u;
+        d.wa[i][1] = (li && ok_a && in1) ? __ldg(pa + i * plane_stride + kw0 + 1) : 0u;
+        d.wb[i][0] = (li && ok_b && in0) ? __ldg(pb + i * plane_stride + kw0) : 0u;
+        d.wb[i][1] = (li && ok_b && in1) ? __ldg(pb + i * plane_stride + kw0 + 1) : 0u;
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < Mp; ++m)
+#pragma unroll
+      for (int r = 0; r < 3; ++r)
+        d.bf[m][r] = m < M ? __ldg(pf + (size_t)(m * KS + s) * 96 + r) : make_uint2(0u, 0u);
+#pragma unroll
+    for (int it = 0; it < IT; ++it) {
+      const int grp = s * S + it_slot[it];
+      const bool live = it_live[it] && grp < G;
+      const size_t a0 = it_alpha[it] + (size_t)s * S;
+#pragma unroll
+      for (int i = 0; i < kBmmaMaxP; ++i)
+        d.al[i][it] = (live && i < p) ? alpha[i * alpha_stride + a0] : __float2half_rn(0.0f);
+      d.be[it] = (live && beta != nullptr) ? beta[a0] : __float2half_rn(0.0f);
+      d.X[it] = live ? X_in[it_m[it] * G + grp] : 0;
+      d.E[it] = live ? E_in[it_m[it] * G + grp] : 0;
+    }
+  };
+
+  float ysum[YP];
+#pragma unroll
+  for (int q = 0; q < YP; ++q) ysum[q] = 0.0f;
+  const int s_begin = split * kSplitSteps, s_end = min(s_begin + kSplitSteps, KS);
+  BmmaStep<S, Mp> cur, nxt;
+  load(cur, s_begin);
+  for (int s = s_begin; s < s_end; ++s) {
+    if (s + 1 < s_end) load(nxt, s + 1);
+    // Every 4 steps a row's next 128-byte line of each plane goes to L2 ahead of the register loads.
+    if (t == 0 && (s & 3) == 0 && (s + 4) * kStepWords < KW) {
+      for (int i = 0; i < p; ++i) {
+        const u32* base = planes + i * plane_stride + (size_t)(s + 4) * kStepWords;
+        if (ok_a) asm volatile("prefetch.global.L2 [%0];" :: "l"(base + (size_t)row_a * KW));
+        if (ok_b) asm volatile("prefetch.global.L2 [%0];" :: "l"(base + (size_t)row_b * KW));
+      }
+    }
+    float a[IT];
+#pragma unroll
+    for (int i = 0; i < kBmmaMaxP; ++i) {
+      if (i >= p) break;
+      int acc[MS][2];
+#pragma unroll
+      for (int m = 0; m < Mp; ++m)
+#pragma unroll
+        for (int sl = 0; sl < S; ++sl) {
+          int (&ac)[2] = acc[m * S + sl];
+          ac[0] = ac[1] = 0;
+#pragma unroll
+          for (int r = 0; r < 3; ++r) {
+            const u32 b0 = slot_e0 == sl ? cur.bf[m][r].x : 0u, b1 = slot_e1 == sl ? cur.bf[m][r].y : 0u;
+            int d[4];
+            bmma_16816_b1(d, cur.wa[i][0], cur.wb[i][0], cur.wa[i][1], cur.wb[i][1], b0, b1);
+            ac[0] += d[0] * wgt[r][0] + d[1] * wgt[r][1];
+            ac[1] += d[2] * wgt[r][0] + d[3] * wgt[r][1];
+          }
+        }
+      int S_i[IT];
+      quad_reduce<MS>(acc, t, S_i);
+#pragma unroll
+      for (int it = 0; it < IT; ++it) {
+        const int D = 2 * S_i[it] - cur.X[it];
+        const float term = __fmul_rn(__half2float(cur.al[i][it]), __int2float_rn(D));
+        a[it] = (i == 0) ? term : __fadd_rn(a[it], term);
+      }
+    }
+#pragma unroll
+    for (int it = 0; it < IT; ++it) {
+      if (!it_live[it] || s * S + it_slot[it] >= G) continue;
+      float v = a[it];
+      if (beta != nullptr) v = __fadd_rn(v, __fmul_rn(__half2float(cur.be[it]), __int2float_rn(cur.X[it])));
+      // v 2^(E - 21) by one multiply: the power of two is a normal float (E - 21 in [-44, -5]),
+      // so this is ldexp's single rounding, subnormal results included.
+      cbuf[warp][it_rl[it]][it_m[it]][it_slot[it]] = __fmul_rn(v, __int_as_float((127 + cur.E[it] - kFixBits) << 23));
+    }
+    __syncwarp();
+    // Contract step 4: the groups of a split are summed in order, one lane per (row, batch row).
+#pragma unroll
+    for (int q = 0; q < YP; ++q) {
+      const int pr = lane + 32 * q, rl = pr % kBmmaRows, m = pr / kBmmaRows;
+      if (pr >= kBmmaRows * Mp) break;
+#pragma unroll
+      for (int sl = 0; sl < S; ++sl) {
+        const int grp = s * S + sl;
+        if (grp >= G) break;
+        const float v = cbuf[warp][rl][m][sl];
+        ysum[q] = (grp == s_begin * S) ? v : __fadd_rn(ysum[q], v);
+      }
+    }
+    __syncwarp();
+    cur = nxt;
+  }
+
+#pragma unroll
+  for (int q = 0; q < YP; ++q) {
+    const int pr = lane + 32 * q, rl = pr % kBmmaRows, m = pr / kBmmaRows, row = n0 + rl;
+    if (pr >= kBmmaRows * Mp || m >= M || row >= N) continue;
+    if (num_splits == 1) y[(size_t)m * N + row] = __float2half_rn(ysum[q]);
+    else workspace[((size_t)split * M + m) * N + row] = ysum[q];
+  }
+  if (num_splits == 1) return;
+  finish_split_k(workspace, counters, y, M, N, num_splits, blockIdx.y * kBmmaWarps * kBmmaRows,
+                 kBmmaWarps * kBmmaRows);
+}
+
+}  // namespace bcq
