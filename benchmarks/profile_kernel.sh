@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Nsight Compute counters and SASS of the LUT kernel (on a CUDA machine):
-#   bash benchmarks/profile_kernel.sh      -> $OUT/ncu_metrics.txt, $OUT/sass.txt
+# Nsight Compute counters and SASS of the LUT kernel, or of another (on a CUDA machine):
+#   bash benchmarks/profile_kernel.sh [lut_gemv|bmma_gemv]     -> $OUT/ncu_metrics.txt, $OUT/sass.txt
 set -u
 OUT=${OUT:-runs/profile}; mkdir -p "$OUT"
 export PYTHONPATH=.
+KERNEL=${1:-lut_gemv}
 tmp=$(mktemp -d)
 cat > "$tmp/inst.cu" <<CU
 #include "$PWD/gpu/lut_gemv.cu"
@@ -13,14 +14,14 @@ CU
 nvcc -std=c++17 -arch=sm_90 -cubin -o "$tmp/inst.cubin" "$tmp/inst.cu" && cuobjdump -sass "$tmp/inst.cubin" > "$OUT/sass.txt"
 stalls=$(for r in short_scoreboard mio_throttle long_scoreboard barrier wait math_pipe_throttle lg_throttle not_selected \
   no_instruction branch_resolving dispatch_stall selected; do printf 'smsp__average_warp_latency_issue_stalled_%s.ratio,' $r; done)
-ncu --metrics "${stalls}smsp__inst_executed.sum,sm__cycles_elapsed.avg,gpu__time_duration.sum,\
+ncu --clock-control none --metrics "${stalls}smsp__inst_executed.sum,sm__cycles_elapsed.avg,gpu__time_duration.sum,\
 l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum,\
 sm__sass_inst_executed_op_shared_ld.sum,sm__sass_inst_executed_op_global_ld.sum,smsp__thread_inst_executed_per_inst_executed.ratio" \
-  -k regex:lut_gemv --launch-skip 2 -c 1 python3 -m benchmarks.profile_kernel 2 > "$OUT/ncu_metrics.txt" 2>&1
-grep -E "lut_gemv<|\.sum|\.ratio|\.avg" "$OUT/ncu_metrics.txt" | tail -24
+  -k regex:"$KERNEL" --launch-skip 2 -c 1 python3 -m benchmarks.profile_kernel 2 "$KERNEL" > "$OUT/ncu_metrics.txt" 2>&1
+grep -E "$KERNEL<|\.sum|\.ratio|\.avg" "$OUT/ncu_metrics.txt" | tail -24
 # Per-instruction stall samples of the 70B-down launch (where the cycles go), top 45 lines.
-ncu --section SourceCounters --section WarpStateStats -k regex:lut_gemv --launch-skip 2 -c 1 -f -o "$tmp/rep" \
-  python3 -m benchmarks.profile_kernel 2 > /dev/null 2>&1
+ncu --clock-control none --section SourceCounters --section WarpStateStats -k regex:"$KERNEL" --launch-skip 2 -c 1 -f -o "$tmp/rep" \
+  python3 -m benchmarks.profile_kernel 2 "$KERNEL" > /dev/null 2>&1
 ncu --import "$tmp/rep.ncu-rep" --page source --csv --print-source sass > "$OUT/source.csv" 2>&1
 python3 - "$OUT/source.csv" <<'PY'
 import csv, sys

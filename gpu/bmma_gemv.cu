@@ -41,7 +41,7 @@ constexpr int kStepWords = 8;         // one m16n8k256 mma covers 8 plane words
 constexpr int kSplitSteps = 8192 / 256;
 constexpr int kBmmaWarps = 4;
 constexpr int kBmmaRows = 16;         // rows per warp (the mma's M)
-constexpr int kBmmaMaxP = 4;          // planes kept in registers; more planes: mma_gemm
+constexpr int kBmmaMaxP = 4;          // planes kept in registers (one code path each); more: mma_gemm
 
 // x [M, K] -> bfrag u32 [M, KS, 32 lanes, 3, 2], E int [M, G], X int [M, G];  KS = ceil(K / 256).
 // Element (lane = 4 gid + t, r, e) of step s is bit-plane 8r + gid of fix over word 8s + 2t + e.
@@ -126,31 +126,30 @@ __device__ __forceinline__ void quad_reduce(const int (&acc)[MS][2], int t, int 
 
 // What one step needs, loaded one step ahead: the plane words of the thread's two rows, the
 // activation fragments, and per item (m, slot, row) its scales, offset, X and E.
-template <int S, int Mp>
+template <int S, int Mp, int P>
 struct BmmaStep {
   static constexpr int MS = S * Mp;
   static constexpr int IT = MS >= 2 ? MS / 2 : 1;
-  u32 wa[kBmmaMaxP][2], wb[kBmmaMaxP][2];
+  u32 wa[P][2], wb[P][2];
   uint2 bf[Mp][3];
-  __half al[kBmmaMaxP][IT], be[IT];
+  __half al[P][IT], be[IT];
   int X[IT], E[IT];
 };
 
-// S: groups per 256-input step (256 / g); Mp: batch rows rounded up to a power of two; S * Mp <= 8.
 template <int S, int Mp>
-__global__ void __launch_bounds__(kBmmaWarps * 32, S * Mp <= 2 ? 4 : 2)
-bmma_gemv(const u32* __restrict__ bfrag, const int* __restrict__ E_in, const int* __restrict__ X_in,
-          const u32* __restrict__ planes,   // [p, N, K/32]
-          const __half* __restrict__ alpha, // [p, N, G]
-          const __half* __restrict__ beta,  // [N, G] or nullptr
-          __half* __restrict__ y,           // [M, N]
-          float* __restrict__ workspace,    // [num_splits, M, N]
-          unsigned int* __restrict__ counters,
-          int M, int N, int K, int p, int group_size) {
-  constexpr int MS = S * Mp, NI = 2 * MS, IT = BmmaStep<S, Mp>::IT;
+using BmmaShared = float[kBmmaWarps][kBmmaRows][Mp][S];  // one step's group results, per warp
+
+// The kernel body for P = p planes (P is a template parameter so that no code is spent on the
+// planes a call does not have).
+template <int S, int Mp, int P>
+__device__ __forceinline__ void bmma_gemv_body(
+    BmmaShared<S, Mp>& cbuf, const u32* __restrict__ bfrag, const int* __restrict__ E_in,
+    const int* __restrict__ X_in, const u32* __restrict__ planes, const __half* __restrict__ alpha,
+    const __half* __restrict__ beta, __half* __restrict__ y, float* __restrict__ workspace,
+    unsigned int* __restrict__ counters, int M, int N, int K, int p, int group_size) {
+  constexpr int MS = S * Mp, NI = 2 * MS, IT = BmmaStep<S, Mp, P>::IT;
   constexpr int YP = (kBmmaRows * Mp + 31) / 32;  // (row, m) running sums per lane
   static_assert(MS <= 8, "S * Mp <= 8");
-  __shared__ float cbuf[kBmmaWarps][kBmmaRows][Mp][S];
 
   const int KW = K >> 5, KS = (KW + kStepWords - 1) / kStepWords, G = K / group_size, wpg = group_size >> 5;
   const int num_splits = (KS + kSplitSteps - 1) / kSplitSteps;
@@ -193,11 +192,11 @@ bmma_gemv(const u32* __restrict__ bfrag, const int* __restrict__ E_in, const int
 #pragma unroll
   for (int it = 0; it < IT; ++it) it_alpha[it] = (size_t)(it_live[it] ? n0 + it_rl[it] : 0) * G + it_slot[it];
 
-  auto load = [&](BmmaStep<S, Mp>& d, int s) {
+  auto load = [&](BmmaStep<S, Mp, P>& d, int s) {
     const int kw0 = s * kStepWords;
     if (pairs_aligned && kw0 + kStepWords <= KW) {  // a whole step of 8-byte-aligned word pairs
 #pragma unroll
-      for (int i = 0; i < kBmmaMaxP; ++i) {
+      for (int i = 0; i < P; ++i) {
         uint2 va = make_uint2(0u, 0u), vb = va;
         if (i < p && ok_a) va = __ldg(reinterpret_cast<const uint2*>(pa + i * plane_stride + kw0));
         if (i < p && ok_b) vb = __ldg(reinterpret_cast<const uint2*>(pb + i * plane_stride + kw0));
@@ -206,7 +205,7 @@ bmma_gemv(const u32* __restrict__ bfrag, const int* __restrict__ E_in, const int
     } else {  // the last, partial step, or an odd number of words per row
       const bool in0 = kw0 + 2 * t < KW, in1 = kw0 + 2 * t + 1 < KW;
 #pragma unroll
-      for (int i = 0; i < kBmmaMaxP; ++i) {
+      for (int i = 0; i < P; ++i) {
         const bool li = i < p;
         d.wa[i][0] = (li && ok_a && in0) ? __ldg(pa + i * plane_stride + kw0) : 0u;
         d.wa[i][1] = (li && ok_a && in1) ? __ldg(pa + i * plane_stride + kw0 + 1) : 0u;
@@ -225,7 +224,7 @@ bmma_gemv(const u32* __restrict__ bfrag, const int* __restrict__ E_in, const int
       const bool live = it_live[it] && grp < G;
       const size_t a0 = it_alpha[it] + (size_t)s * S;
 #pragma unroll
-      for (int i = 0; i < kBmmaMaxP; ++i)
+      for (int i = 0; i < P; ++i)
         d.al[i][it] = (live && i < p) ? alpha[i * alpha_stride + a0] : __float2half_rn(0.0f);
       d.be[it] = (live && beta != nullptr) ? beta[a0] : __float2half_rn(0.0f);
       d.X[it] = live ? X_in[it_m[it] * G + grp] : 0;
@@ -237,7 +236,7 @@ bmma_gemv(const u32* __restrict__ bfrag, const int* __restrict__ E_in, const int
 #pragma unroll
   for (int q = 0; q < YP; ++q) ysum[q] = 0.0f;
   const int s_begin = split * kSplitSteps, s_end = min(s_begin + kSplitSteps, KS);
-  BmmaStep<S, Mp> cur, nxt;
+  BmmaStep<S, Mp, P> cur, nxt;  // loads run one step ahead
   load(cur, s_begin);
   for (int s = s_begin; s < s_end; ++s) {
     if (s + 1 < s_end) load(nxt, s + 1);
@@ -251,7 +250,7 @@ bmma_gemv(const u32* __restrict__ bfrag, const int* __restrict__ E_in, const int
     }
     float a[IT];
 #pragma unroll
-    for (int i = 0; i < kBmmaMaxP; ++i) {
+    for (int i = 0; i < P; ++i) {
       if (i >= p) break;
       int acc[MS][2];
 #pragma unroll
@@ -315,6 +314,33 @@ bmma_gemv(const u32* __restrict__ bfrag, const int* __restrict__ E_in, const int
   if (num_splits == 1) return;
   finish_split_k(workspace, counters, y, M, N, num_splits, blockIdx.y * kBmmaWarps * kBmmaRows,
                  kBmmaWarps * kBmmaRows);
+}
+
+// S: groups per 256-input step (256 / g); Mp: batch rows rounded up to a power of two; S * Mp <= 8;
+// p <= kBmmaMaxP (gpu/kernels.py checks all three before launch).  4 blocks of 4 warps per SM for
+// the small variants: on the H200, 70B down at batch 1, 2-bit took 46.5 / 38.8 / 41.1 us with 3 / 4 / 5.
+template <int S, int Mp>
+__global__ void __launch_bounds__(kBmmaWarps * 32, S * Mp <= 2 ? 4 : 2)
+bmma_gemv(const u32* __restrict__ bfrag, const int* __restrict__ E_in, const int* __restrict__ X_in,
+          const u32* __restrict__ planes,   // [p, N, K/32]
+          const __half* __restrict__ alpha, // [p, N, G]
+          const __half* __restrict__ beta,  // [N, G] or nullptr
+          __half* __restrict__ y,           // [M, N]
+          float* __restrict__ workspace,    // [num_splits, M, N]
+          unsigned int* __restrict__ counters,
+          int M, int N, int K, int p, int group_size) {
+  __shared__ BmmaShared<S, Mp> cbuf;
+  if constexpr (S * Mp == 8) {  // one path for every p (the body checks p at run time): the
+    // per-p paths of these largest variants run out of registers
+    bmma_gemv_body<S, Mp, kBmmaMaxP>(cbuf, bfrag, E_in, X_in, planes, alpha, beta, y, workspace, counters, M, N, K, p, group_size);
+    return;
+  }
+  switch (p) {
+    case 1: bmma_gemv_body<S, Mp, 1>(cbuf, bfrag, E_in, X_in, planes, alpha, beta, y, workspace, counters, M, N, K, p, group_size); break;
+    case 2: bmma_gemv_body<S, Mp, 2>(cbuf, bfrag, E_in, X_in, planes, alpha, beta, y, workspace, counters, M, N, K, p, group_size); break;
+    case 3: bmma_gemv_body<S, Mp, 3>(cbuf, bfrag, E_in, X_in, planes, alpha, beta, y, workspace, counters, M, N, K, p, group_size); break;
+    default: bmma_gemv_body<S, Mp, 4>(cbuf, bfrag, E_in, X_in, planes, alpha, beta, y, workspace, counters, M, N, K, p, group_size); break;
+  }
 }
 
 }  // namespace bcq
