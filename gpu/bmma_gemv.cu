@@ -330,8 +330,8 @@ bmma_gemv(const u32* __restrict__ bfrag, const int* __restrict__ E_in, const int
           unsigned int* __restrict__ counters,
           int M, int N, int K, int p, int group_size) {
   __shared__ BmmaShared<S, Mp> cbuf;
-  if constexpr (S * Mp == 8) {  // one path for every p (the body checks p at run time): the
-    // per-p paths of these largest variants run out of registers
+  if constexpr (S * Mp >= 4) {  // one path for every p (the body checks p at run time): the
+    // per-p paths of these larger variants run out of registers
     bmma_gemv_body<S, Mp, kBmmaMaxP>(cbuf, bfrag, E_in, X_in, planes, alpha, beta, y, workspace, counters, M, N, K, p, group_size);
     return;
   }
