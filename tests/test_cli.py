@@ -265,3 +265,28 @@ def test_error_bad_against(inputs, capsys, monkeypatch):
     fails(capsys, "error", model, "--against", "w.npy", match="--against: matrix 'w' is (4, 128), the file's 'w' is (8, 256)")
     np.save(tmp / "w.npy", np.full((8, 256), np.nan, np.float32))
     fails(capsys, "error", model, "--against", "w.npy", match="--against: matrix 'w': must contain only finite values")
+
+
+def test_every_listed_subcommand_module_exists():
+    """A module listed in SUBCOMMAND_MODULES but missing would silently drop its commands."""
+    import importlib
+
+    from bcq_core.cli import SUBCOMMAND_MODULES, build_parser
+
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name)
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"quantize", "info", "error", "bench", "sim", "demo", "eval"} <= set(commands)
+
+
+def test_bench_without_a_gpu_says_so(capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cupy", None)  # as on a machine without CuPy
+    assert main(["bench"]) == 2
+    assert "needs CuPy and a CUDA GPU" in capsys.readouterr().err
+
+
+def test_bench_runs_a_cpu_suite(tmp_path, capsys):
+    assert main(["bench", "quantize-quality", "--quick", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "quantize_quality_quick.md").is_file()
