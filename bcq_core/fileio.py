@@ -159,7 +159,11 @@ def atomic_write(path, write) -> None:
             os.close(dfd)
 
 
-_atomic_write = atomic_write  # the name llm/checkpoint.py imports
+def atomic_write_text(path, text: str) -> None:
+    """atomic_write for a text file (reports, JSON results); creates the folder if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _check_out_path(path) -> Path:

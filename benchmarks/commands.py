@@ -32,6 +32,9 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     module_name, needs_gpu = SUITES[args.suite]
+    if args.suite == "sim-speed" and (args.out or args.quick):
+        print("bcq bench sim-speed: error: takes neither --out nor --quick (it prints its table)", file=sys.stderr)
+        return 2
     if needs_gpu:
         try:
             import cupy
@@ -40,12 +43,5 @@ def run(args) -> int:
             print(f"bcq bench {args.suite}: error: needs CuPy and a CUDA GPU ({type(e).__name__}: {e})",
                   file=sys.stderr)
             return 2
-    argv = []
-    if args.out:
-        argv += ["--out", args.out]
-    if args.quick and args.suite != "sim-speed":
-        argv.append("--quick")
-    if args.suite == "sim-speed" and (args.out or args.quick):
-        print("bcq bench sim-speed: error: takes neither --out nor --quick (it prints its table)", file=sys.stderr)
-        return 2
+    argv = (["--out", args.out] if args.out else []) + (["--quick"] if args.quick else [])
     return int(importlib.import_module(module_name).main(argv) or 0)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bcq_core.fileio import atomic_write_text
+
 LAYERS = {  # name: (N, K)
     "8B q/k/v": (6144, 4096), "8B o": (4096, 4096), "8B gate+up": (28672, 4096), "8B down": (4096, 14336),
     "70B q/k/v": (10240, 8192), "70B o": (8192, 8192), "70B gate+up": (57344, 8192), "70B down": (8192, 28672),
@@ -188,10 +190,9 @@ def run(out_dir: Path, layers=LAYERS, batches=BATCHES, bits=BITS, quick=False):
                 cupy=cupy.__version__, torch=torch.__version__, python=platform.python_version(),
                 date=time.strftime("%Y-%m-%d"), command="python -m benchmarks.gemv --out benchmarks/results",
                 method="CUDA-graph replay of 40 calls cycling through weight copies larger than L2, median of 15 replays; cuBLAS through torch.matmul")
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"gemv_{gpu_slug(meta['gpu'])}"
-    (out_dir / f"{stem}.json").write_text(json.dumps(dict(meta=meta, records=records), indent=1))
-    (out_dir / f"{stem}.md").write_text(markdown(meta, records))
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(dict(meta=meta, records=records), indent=1))
+    atomic_write_text(out_dir / f"{stem}.md", markdown(meta, records))
     print(markdown(meta, records))
     return meta, records
 

@@ -36,10 +36,11 @@ import numpy as np
 
 from bcq_core.anybcq import progressive
 from bcq_core.codes import codes_to_signs, objective
+from bcq_core.fileio import atomic_write_text
 from bcq_core.fixed import fixed
 from bcq_core.joint import joint
 
-from .quantize_speed import cpu_model, write_atomic
+from .quantize_speed import cpu_model
 
 BITS = (2, 3, 4)
 ITERS = 20
@@ -134,8 +135,8 @@ def run(out_dir: Path, quick=False):
             "bits": list(BITS), "iters": ITERS, "cpu": cpu_model(), "numpy": np.__version__,
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "variants": {v: repr(kw) for v, kw in VARIANTS.items()}}
     stem = Path(out_dir) / ("quantize_quality_quick" if quick else "quantize_quality")
-    write_atomic(stem.with_suffix(".json"), json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
-    write_atomic(stem.with_suffix(".md"), markdown(meta, records))
+    atomic_write_text(stem.with_suffix(".json"), json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
+    atomic_write_text(stem.with_suffix(".md"), markdown(meta, records))
     return records
 
 

@@ -22,13 +22,13 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numba
 import numpy as np
 
+from bcq_core.fileio import atomic_write_text
 from bcq_core.quantize import QuantConfig, quantize, quantize_fixed
 
 TARGET_S = 10.0
@@ -43,15 +43,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Temp file in the same folder, then os.replace: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def run_method(W, method, config):
@@ -87,8 +78,8 @@ def run(out_dir: Path, N=4096, K=4096, repeats=3, quick=False):
             "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
             "target_s": TARGET_S, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     stem = Path(out_dir) / ("quantize_speed_quick" if quick else "quantize_speed")
-    write_atomic(stem.with_suffix(".json"), json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
-    write_atomic(stem.with_suffix(".md"), markdown(meta, records))
+    atomic_write_text(stem.with_suffix(".json"), json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
+    atomic_write_text(stem.with_suffix(".md"), markdown(meta, records))
     return meta, records
 
 

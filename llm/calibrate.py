@@ -154,10 +154,6 @@ def _out(y):
     return y[0] if isinstance(y, tuple) else y
 
 
-def _mse(block, x, y, kw) -> float:
-    return float(torch.mean((run_block(block, x, kw) - y) ** 2))
-
-
 def scale_gradients(params, factor: float) -> list:
     """Multiply the gradient of every tensor in params by factor (hooks; remove them when done)."""
     return [t.register_hook(lambda grad: grad * factor) for t in params]
@@ -166,7 +162,7 @@ def scale_gradients(params, factor: float) -> list:
 def calibrate_block(block_q: nn.Module, x_q: torch.Tensor, x_fp: torch.Tensor, y: torch.Tensor, kw: dict, p: int,
                     config: CalibConfig, generator: torch.Generator) -> list[float]:
     """Train α_p (and β_p) of every BCQLinear in block_q towards y; returns the loss of every step."""
-    linears = [m for m in block_q.modules() if isinstance(m, BCQLinear)]
+    linears = list(bcq_layers(block_q).values())
     frozen = [t for t in block_q.parameters() if t.requires_grad]
     for t in frozen:  # norms and biases stay as they are: only the scales train
         t.requires_grad_(False)
@@ -232,15 +228,15 @@ def calibrate(model_q: nn.Module, model_fp: nn.Module, ids: np.ndarray | torch.T
             for p in precisions:
                 _set_block_precision(block_q, p)
                 saved = _scales(block_q, p)
-                mse_before = _mse(block_q, x_q[p], y, kw)
-                losses = calibrate_block(block_q, x_q[p], x_fp, y, kw, p, config, generator)
-                _set_block_precision(block_q, p)
+                x_before = run_block(block_q, x_q[p], kw)
+                mse_before = float(torch.mean((x_before - y) ** 2))
+                losses = calibrate_block(block_q, x_q[p], x_fp, y, kw, p, config, generator)  # leaves precision p
                 x_next = run_block(block_q, x_q[p], kw)
                 mse_after = float(torch.mean((x_next - y) ** 2))
                 reverted = not mse_after <= mse_before  # guard: never leave a block worse than it came
-                if reverted:
+                if reverted:  # the old scales, bit for bit, and the output they gave
                     _restore(block_q, p, saved)
-                    x_next, mse_after = run_block(block_q, x_q[p], kw), mse_before
+                    x_next, mse_after = x_before, mse_before
                 x_q[p] = x_next
                 stats.append(BlockStats(b, p, mse_before, mse_after, losses, reverted))
                 bar.set_postfix(block=b, p=p, mse=f"{mse_before:.3g}->{mse_after:.3g}")
@@ -254,14 +250,13 @@ def calibrate(model_q: nn.Module, model_fp: nn.Module, ids: np.ndarray | torch.T
 
 
 def _set_block_precision(block: nn.Module, p: int) -> None:
-    for m in block.modules():
-        if isinstance(m, BCQLinear):
-            m.set_precision(p)
+    for m in bcq_layers(block).values():
+        m.set_precision(p)
 
 
 def _scales(block: nn.Module, p: int) -> list[tuple[BCQLinear, torch.Tensor, torch.Tensor | None]]:
     return [(m, m.alpha(p).clone(), None if m.beta(p) is None else m.beta(p).clone())
-            for m in block.modules() if isinstance(m, BCQLinear)]
+            for m in bcq_layers(block).values()]
 
 
 def _restore(block: nn.Module, p: int, saved) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bcq_core.fileio import _atomic_write as atomic_write  # temp file + fsync + os.replace
+from bcq_core.fileio import atomic_write  # temp file + fsync + os.replace
 
 from .bcq_linear import BCQLinear
 from .convert import bcq_layers
@@ -129,10 +129,8 @@ def load_checkpoint(path, model: nn.Module | None = None) -> tuple[nn.Module, di
             continue
         if not isinstance(old, nn.Linear):
             raise ValueError(f"path: layer {name!r} of the file is not an nn.Linear of this model")
-        new = BCQLinear(old.in_features, old.out_features, spec["planes"], spec["precisions"], spec["group_size"],
-                        asymmetric=spec["asymmetric"], bias=spec["bias"])
-        parent, _, child = name.rpartition(".")
-        setattr(modules[parent] if parent else model, child, new)
+        model.set_submodule(name, BCQLinear(old.in_features, old.out_features, spec["planes"], spec["precisions"],
+                                            spec["group_size"], asymmetric=spec["asymmetric"], bias=spec["bias"]))
     tensors = load_file(str(path))
     for alias, stored in config["tied"].items():
         tensors[alias] = tensors[stored]

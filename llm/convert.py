@@ -102,9 +102,7 @@ def replace_linears(model: nn.Module, weights: dict[str, BCQ | PackedBCQ]) -> nn
         if (N, K) != (old.out_features, old.in_features):
             raise ValueError(f"weights[{name!r}]: shape {(N, K)} does not match the layer's "
                              f"{(old.out_features, old.in_features)}")
-        new = BCQLinear.from_bcq(q, old.bias).to(old.weight.device)
-        parent, _, child = name.rpartition(".")
-        setattr(modules[parent] if parent else model, child, new)
+        model.set_submodule(name, BCQLinear.from_bcq(q, old.bias).to(old.weight.device))
     return model
 
 

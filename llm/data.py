@@ -44,15 +44,23 @@ class Corpus:
     test_titles: tuple[str, ...]
 
 
+def packaged_file(package: str, relpath: str, argument: str, install: str) -> Path:
+    """Path of a file shipped inside an installed package, found without importing the package.
+
+    FileNotFoundError naming `argument` and the `install` command when the package or the file is missing.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"{argument}: {package} is not installed; run `{install}`")
+    path = Path(list(spec.submodule_search_locations)[0]) / relpath
+    if not path.is_file():
+        raise FileNotFoundError(f"{argument}: {path} is missing from the {package} package; reinstall it: `{install}`")
+    return path
+
+
 def wiki_path() -> Path:
     """Path of the Wikipedia excerpt inside the installed gensim wheel."""
-    spec = importlib.util.find_spec("gensim")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("text: gensim is not installed; run `pip install gensim==4.4.0`")
-    path = Path(list(spec.submodule_search_locations)[0]) / WIKI_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"text: {path} is missing; the Wikipedia excerpt ships in gensim==4.4.0")
-    return path
+    return packaged_file("gensim", WIKI_FILE, "text", "pip install gensim==4.4.0")
 
 
 def clean(wikitext: str) -> str:

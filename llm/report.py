@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bcq_core.fileio import atomic_write, atomic_write_text
+
 TARGET_RATIO = {2: 3.0, 3: 1.3, 4: 1.1}   # calibrated AnyBCQ ppl / FP ppl, from the issue
 TARGET_VS_FIXED = 0.05                    # multi-precision within 5 % of fixed-precision BCQ
 MB = 1e6
@@ -31,7 +33,7 @@ def ppl_table(results: dict) -> str:
     head = "| method | one model | " + " | ".join(f"{b}-bit ppl (×FP) | {b}-bit KL | {b}-bit bits/w"
                                                  for b in bits) + " |"
     lines = [head, "|" + "---|" * (2 + 3 * len(bits)),
-             f"| full precision (the model as loaded) | — | " + " | ".join(
+             "| full precision (the model as loaded) | — | " + " | ".join(
                  f"{_fmt(results['fp_ppl'])} | 0 | 16" for _ in bits) + " |"]
     for row in results["methods"].values():
         cells = []
@@ -122,7 +124,7 @@ def write_report(results: dict, out_dir) -> Path:
               "| " + " | ".join(f"{v:.0f}" for v in t.values()) + " |", ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -195,7 +197,7 @@ def make_plots(results: dict, out_dir) -> list[Path]:
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     import matplotlib.pyplot as plt
 
     plt.close(fig)
