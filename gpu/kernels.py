@@ -105,15 +105,15 @@ def launch_geometry(M: int, N: int, K: int, num_sms: int) -> tuple[int, int, int
     """(num_splits, rows_per_block, num_row_tiles) for one call.
 
     Splits are fixed by the contract (8192 inputs each); the rows per block are chosen so that
-    splits x row tiles fills the GPU in about one wave.  Rows never interact, so this choice
-    does not change a single output bit.
+    splits x row tiles fills the GPU in one wave (at most num_sms blocks of one block per SM, unless
+    rows_max forces more).  Rows never interact, so this choice does not change a single output bit.
     """
     Mp = batch_bucket(M)
     W = 32 // Mp
     num_tiles = -(-(K // 32) // W)
     num_splits = -(-num_tiles // (SPLIT_WORDS // W))
     rows_max = min(MAX_ROWS_PER_BLOCK, ACC_FLOATS // Mp)
-    rows = -(-N * num_splits // num_sms)
+    rows = -(-N // max(1, num_sms // num_splits))  # row tiles per split <= num_sms // num_splits
     rows = min(max(WARPS, -(-rows // WARPS) * WARPS), rows_max)
     return num_splits, rows, -(-N // rows)
 

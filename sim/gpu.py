@@ -76,7 +76,7 @@ def launch_geometry(gpu, N, K, M, kernels=None):
     num_tiles = ceil_div(ceil_div(K, 32), W)
     num_splits = ceil_div(num_tiles, (c.split_inputs / 32) / W)
     rows_max = np.minimum(c.max_rows_per_block, c.acc_floats / Mp)
-    rows = ceil_div(N * num_splits, gpu.sms)
+    rows = ceil_div(N, np.maximum(1, np.floor(gpu.sms / num_splits)))
     rows = np.minimum(np.maximum(c.row_quantum, ceil_div(rows, c.row_quantum) * c.row_quantum), rows_max)
     return Mp, W, num_tiles, num_splits, rows, ceil_div(N, rows)
 

@@ -3,7 +3,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from sim import default_kernels, gemv, launch_geometry, sweep
 from sim.gpu import dequantize, fp16, lut_smem_bytes
@@ -60,6 +60,20 @@ def test_launch_geometry_is_the_wrappers():
             for M in (1, 2, 3, 5, 8, 13, 16, 32):
                 _, _, _, splits, rows, row_tiles = launch_geometry(H100, N, K, M)
                 assert (int(splits), int(rows), int(row_tiles)) == kernels.launch_geometry(M, N, K, 132), (N, K, M)
+
+
+@FAST
+@given(N=st.integers(1, 140_000), K=dims, M=st.integers(1, 32))
+@example(N=896, K=49280, M=1)
+def test_launch_geometry_fills_at_most_one_wave(N, K, M):
+    """One block per SM: a grid one block past the SM count would take two waves (e.g. N = 896,
+    K = 49280 once gave 7 splits x 19 row tiles = 133 blocks).  Only rows_max may force more."""
+    kernels = pytest.importorskip("gpu.kernels", reason="gpu/ package not importable here")
+    splits, rows, tiles = kernels.launch_geometry(M, N, K, 132)
+    rows_max = min(kernels.MAX_ROWS_PER_BLOCK, kernels.ACC_FLOATS // kernels.batch_bucket(M))
+    assert rows % kernels.WARPS == 0 and rows <= rows_max and tiles * rows >= N
+    if rows < rows_max:
+        assert splits * tiles <= max(132, splits), (splits, rows, tiles)
 
 
 def test_vectorised_sweep_equals_one_call_per_configuration():
