@@ -27,8 +27,8 @@ def add_parser(subparsers) -> None:
     d.add_argument("--quick", action="store_true", help="a few-minute version (fewer windows and methods)")
     d.add_argument("--methods", type=lambda s: tuple(x.strip() for x in s.split(",")),
                    help="comma-separated subset of: rtn, fixed, fixed+imp, progressive, progressive+imp, "
-                        "progressive+cal, joint, joint+imp, joint+cal, anyprec3, anyprec2 "
-                        "(default: all but joint+imp and joint+cal)")
+                        "progressive+cal, joint, joint+imp, joint+cal, progressive+cal+e2e, joint+cal+e2e, "
+                        "anyprec3, anyprec2 (default: all but joint+imp, joint+cal and the +e2e ones)")
     d.add_argument("--bits", type=_ints, help="precisions (default 2,3,4)")
     d.add_argument("--group-size", type=int, help="group size g (default 64; 128 does not divide 576)")
     d.add_argument("--windows", type=int, help="evaluation windows (default 8)")
@@ -37,6 +37,10 @@ def add_parser(subparsers) -> None:
     d.add_argument("--calib-seqs", type=int, help="calibration sequences (default 32)")
     d.add_argument("--calib-len", type=int, help="tokens per calibration sequence (default 256)")
     d.add_argument("--calib-lr", type=float, help="relative Adam step (default 1e-2)")
+    d.add_argument("--e2e-steps", type=int, help="end-to-end Adam steps per precision, +e2e methods (default 64)")
+    d.add_argument("--e2e-seqs", type=int, help="end-to-end calibration sequences (default 64)")
+    d.add_argument("--e2e-len", type=int, help="tokens per end-to-end sequence (default 256)")
+    d.add_argument("--e2e-lr", type=float, help="end-to-end relative Adam step (default 2e-3)")
     d.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
@@ -64,7 +68,9 @@ def _demo(args) -> int:
            "window_len": args.window_len, "threads": args.threads}
     calib = {"iters": args.calib_iters, "n_seqs": args.calib_seqs, "seq_len": args.calib_len, "lr": args.calib_lr}
     calib = dataclasses.replace(config.calib, **{k: v for k, v in calib.items() if v is not None})
-    config = dataclasses.replace(config, calib=calib, **{k: v for k, v in top.items() if v is not None})
+    e2e = {"steps": args.e2e_steps, "n_seqs": args.e2e_seqs, "seq_len": args.e2e_len, "lr": args.e2e_lr}
+    e2e = dataclasses.replace(config.e2e, **{k: v for k, v in e2e.items() if v is not None})
+    config = dataclasses.replace(config, calib=calib, e2e=e2e, **{k: v for k, v in top.items() if v is not None})
     results = run_demo(config, args.out, progress=not args.no_progress)
     print(f"report: {args.out}/report.md  (total {results['timing_s']['total']:.0f} s)")
     return 0

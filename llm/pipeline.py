@@ -12,7 +12,9 @@ Steps, each timed (``results["timing_s"]``):
    channel by its mean squared activation on the calibration text (``calibrate.activation_importance``);
    "+ calibration": that, then the paper's block-wise scale training (``calibrate.calibrate``).  The
    calibrated progressive model is saved to out_dir/model.safetensors, asked for greedy continuations,
-   and measured for memory;
+   and measured for memory.  "+ e2e" (optional): the calibrated model, then end-to-end scale training
+   against the FP logits (``e2e.train_e2e``); the "+ calibration" row is scored too (its before), and
+   the result is saved to out_dir/model_<method>_cal_e2e.safetensors;
 4. ``llm.report`` writes report.md and the plots.
 
 The model, tokenizer and corpus can be passed in (tests use a tiny Llama).
@@ -34,6 +36,7 @@ from . import baselines, data, evaluate, models
 from .calibrate import CalibConfig, activation_importance, calibrate
 from .checkpoint import save_checkpoint
 from .convert import bcq_layers, dense_copy_weights, precision, replace_linears
+from .e2e import E2EConfig, train_e2e
 
 METHODS = {
     "rtn": "RTN (uniform, asym. min/max)",
@@ -45,11 +48,14 @@ METHODS = {
     "joint": "AnyBCQ joint",
     "joint+imp": "AnyBCQ joint + act. importance",
     "joint+cal": "AnyBCQ joint + calibration",
+    "progressive+cal+e2e": "AnyBCQ progressive + calibration + end-to-end KL",
+    "joint+cal+e2e": "AnyBCQ joint + calibration + end-to-end KL",
     "anyprec3": "Any-Precision LLM, seed 3-bit",
     "anyprec2": "Any-Precision LLM, seed 2-bit",
 }
 MAIN = "progressive+cal"  # the model the demo saves, talks with and measures
-OPTIONAL = ("joint+imp", "joint+cal")  # not in the default demo: each adds the joint quantizer's minutes
+# not in the default demo: each adds the joint quantizer's minutes, or the end-to-end stage's
+OPTIONAL = ("joint+imp", "joint+cal", "progressive+cal+e2e", "joint+cal+e2e")
 
 
 @dataclass
@@ -65,6 +71,7 @@ class DemoConfig:
     fisher_len: int = 256            # ... of this many tokens
     anyprec_iters: int = 50          # k-means rounds (the paper's 50)
     calib: CalibConfig = field(default_factory=CalibConfig)
+    e2e: E2EConfig = field(default_factory=E2EConfig)   # only for the "+e2e" methods
     max_new_tokens: int = 24
     threads: int = 2
 
@@ -175,8 +182,8 @@ def run_demo(config: DemoConfig, out_dir, fp_model=None, tokenizer=None, corpus:
                 finish(method, _row(METHODS[method], True, _score_bcq(model, ref, bits, method, progress),
                                     _bpw(model, bits), ref))
                 del model
-        imp_key, cal_key = f"{method}+imp", f"{method}+cal"
-        if imp_key not in config.methods and cal_key not in config.methods:
+        imp_key, cal_key, e2e_key = f"{method}+imp", f"{method}+cal", f"{method}+cal+e2e"
+        if not any(k in config.methods for k in (imp_key, cal_key, e2e_key)):
             continue
         with timer(imp_key):
             model = replace_linears(copy.deepcopy(fp),
@@ -185,10 +192,10 @@ def run_demo(config: DemoConfig, out_dir, fp_model=None, tokenizer=None, corpus:
             if imp_key in config.methods:
                 finish(imp_key, _row(METHODS.get(imp_key, imp_key), True,
                                      _score_bcq(model, ref, bits, imp_key, progress), _bpw(model, bits), ref))
-        if cal_key not in config.methods:
+        if cal_key not in config.methods and e2e_key not in config.methods:
             del model
             continue
-        with timer(cal_key):
+        with timer(cal_key):  # scored also when only "+e2e" was asked for: it is that stage's starting point
             stats = calibrate(model, fp, calib_ids, config.calib, progress=progress)
             finish(cal_key, _row(METHODS[cal_key], True, _score_bcq(model, ref, bits, cal_key, progress),
                                  _bpw(model, bits), ref))
@@ -207,6 +214,19 @@ def run_demo(config: DemoConfig, out_dir, fp_model=None, tokenizer=None, corpus:
                     with precision(model, p):
                         extra["continuations"][p] = evaluate.continuations(model, tokenizer,
                                                                            max_new_tokens=config.max_new_tokens)
+        if e2e_key in config.methods:
+            with timer(e2e_key):
+                e2e_ids = data.calibration_windows(corpus.calib_tokens, config.e2e.n_seqs, config.e2e.seq_len, seed=2)
+                e2e_stats = train_e2e(model, fp, e2e_ids, config.e2e, progress=progress)
+                finish(e2e_key, _row(METHODS[e2e_key], True, _score_bcq(model, ref, bits, e2e_key, progress),
+                                     _bpw(model, bits), ref))
+                extra[f"e2e_{method}"] = [{"p": s.p, "kl_before": s.kl_before, "kl_after": s.kl_after,
+                                           "reverted": s.reverted, "losses": s.losses} for s in e2e_stats]
+                extra[f"checkpoint_{method}_e2e"] = str(save_checkpoint(
+                    model, out_dir / f"model_{method}_cal_e2e.safetensors", models.model_id(fp),
+                    quant={"method": method, "bits": list(bits), "group_size": g, "iters": config.iters,
+                           "importance": "mean x^2 per input channel", "calibration": asdict(config.calib),
+                           "e2e": asdict(config.e2e)}))
         del model
     seeds = [s for s in (3, 2) if f"anyprec{s}" in config.methods and s <= max(bits)]
     if seeds:

@@ -53,12 +53,14 @@ def targets(results: dict) -> list[tuple[str, str, str, bool]]:
         out.append((f"{row['label']}: perplexity falls with bits", "monotone",
                     " > ".join(_fmt(x) for x in ppl), all(a > b for a, b in zip(ppl, ppl[1:]))))
     cal = m.get("progressive+cal")
-    if cal:
+    for key in ("progressive+cal", "joint+cal", "progressive+cal+e2e", "joint+cal+e2e"):
+        if key not in m:
+            continue
+        name = "calibrated AnyBCQ" if key == "progressive+cal" else m[key]["label"]
         for b in bits:
-            r = _p(cal["ppl_ratio"], b)
+            r = _p(m[key]["ppl_ratio"], b)
             if b in TARGET_RATIO and r is not None:
-                out.append((f"calibrated AnyBCQ {b}-bit vs FP", f"≤ {TARGET_RATIO[b]}×", f"{_fmt(r)}×",
-                            r <= TARGET_RATIO[b]))
+                out.append((f"{name} {b}-bit vs FP", f"≤ {TARGET_RATIO[b]}×", f"{_fmt(r)}×", r <= TARGET_RATIO[b]))
     pairs = {"progressive": "fixed", "joint": "fixed", "progressive+imp": "fixed+imp", "joint+imp": "fixed+imp",
              "progressive+cal": "fixed+imp", "joint+cal": "fixed+imp"}
     for key, ref_key in pairs.items():
@@ -110,6 +112,15 @@ def write_report(results: dict, out_dir) -> Path:
     for name in ("calibration_progressive", "calibration_joint"):
         if name in results:
             lines += [f"## {name.replace('_', ' ')}", "", _calib_summary(results[name]), ""]
+    for name in ("e2e_progressive", "e2e_joint"):
+        if name in results:
+            lines += [f"## end-to-end scale training ({name[4:]}): KL on its held training sequences", "",
+                      "| precision | KL before | KL after | steps | first / last step loss | kept old scales |",
+                      "|---|---|---|---|---|---|"]
+            lines += [f"| {s['p']}-bit | {s['kl_before']:.4f} | {s['kl_after']:.4f} | {len(s['losses'])} | "
+                      f"{s['losses'][0]:.4f} / {s['losses'][-1]:.4f} | {'yes' if s['reverted'] else 'no'} |"
+                      for s in results[name]]
+            lines.append("")
     if "continuations" in results:
         lines += ["## Greedy continuations (calibrated progressive model)", ""]
         cont = results["continuations"]

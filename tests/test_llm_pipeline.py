@@ -10,6 +10,7 @@ from llm.calibrate import CalibConfig
 from llm.checkpoint import load_checkpoint
 from llm.convert import model_precisions
 from llm.data import Corpus
+from llm.e2e import E2EConfig
 from llm.models import ByteTokenizer, tiny_llama
 from llm.pipeline import METHODS, DemoConfig, run_demo
 from llm.report import targets
@@ -23,7 +24,8 @@ def demo(tmp_path_factory):
     rng = np.random.default_rng(0)
     corpus = Corpus(rng.integers(0, 256, 4000), rng.integers(0, 256, 2000), ("a",), ("b",))
     config = DemoConfig(methods=tuple(METHODS), group_size=32, windows=3, window_len=48, iters=3, fisher_seqs=2, fisher_len=32,
-                        max_new_tokens=4, calib=CalibConfig(iters=4, n_seqs=4, seq_len=32))
+                        max_new_tokens=4, calib=CalibConfig(iters=4, n_seqs=4, seq_len=32),
+                        e2e=E2EConfig(steps=3, n_seqs=4, seq_len=32, held=2))
     results = run_demo(config, out, fp_model=tiny_llama(), tokenizer=ByteTokenizer(), corpus=corpus,
                        progress=False, log=lambda *a: None)
     return results, out
@@ -56,6 +58,17 @@ def test_saved_model_loads_and_serves_every_precision(demo):
     results, out = demo
     model, config = load_checkpoint(out / "model.safetensors", tiny_llama(seed=9))
     assert model_precisions(model) == (2, 3, 4) and config["quant"]["method"] == "progressive"
+
+
+def test_e2e_model_is_saved_and_its_stage_recorded(demo):
+    results, out = demo
+    for method in ("progressive", "joint"):
+        stats = results[f"e2e_{method}"]
+        assert [s["p"] for s in stats] == [2, 3, 4] and all(len(s["losses"]) == 3 for s in stats)
+        assert all(s["kl_after"] <= s["kl_before"] for s in stats)
+        model, config = load_checkpoint(out / f"model_{method}_cal_e2e.safetensors", tiny_llama(seed=9))
+        assert model_precisions(model) == (2, 3, 4) and config["quant"]["e2e"]["steps"] == 3
+    assert "end-to-end scale training (joint)" in (out / "report.md").read_text()
 
 
 def test_cli_errors_are_clear(tmp_path, capsys, demo):
