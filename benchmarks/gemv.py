@@ -1,4 +1,4 @@
-"""GEMV benchmark on a CUDA GPU: cuBLAS FP16 against the BCQ LUT kernel at 2, 3 and 4 bits.
+"""GEMV benchmark on a CUDA GPU: cuBLAS FP16 against every BCQ kernel at 2, 3 and 4 bits.
 
     python -m benchmarks.gemv --out benchmarks/results        (or: bcq bench)
 
@@ -158,7 +158,12 @@ def run(out_dir: Path, layers=LAYERS, batches=BATCHES, bits=BITS, quick=False):
                                                                  out=y), n_bcq)
                     records.append(dict(layer=name, N=N, K=K, M=M, method="bcq_bmma", bits=p, us=t,
                                         bytes=bcq_bytes(N, K, M, p), speedup_vs_fp16=t_fp16 / t))
-            for p in bits:  # the exact tensor-core kernel (two launches: encode x, then GEMM)
+            for p in bits:  # the int8 tensor-core kernel (two launches per 8 batch rows: encode x, GEMM)
+                t = time_graph(cupy, lambda i: gpu.imma_gemm(x, planes[i][:p], alphas[p][i], group_size=GROUP,
+                                                             out=y), n_bcq)
+                records.append(dict(layer=name, N=N, K=K, M=M, method="bcq_imma", bits=p, us=t,
+                                    bytes=bcq_bytes(N, K, M, p), speedup_vs_fp16=t_fp16 / t))
+            for p in bits:  # the fp16 tensor-core kernel (two launches: encode x, then GEMM)
                 t = time_graph(cupy, lambda i: gpu.mma_gemm(x, planes[i][:p], alphas[p][i], group_size=GROUP,
                                                             out=y), n_bcq)
                 records.append(dict(layer=name, N=N, K=K, M=M, method="bcq_mma", bits=p, us=t,
@@ -207,7 +212,7 @@ def markdown(meta, records) -> str:
              f"{meta['copy_bandwidth_Bps'] / 1e12:.2f} TB/s (read + write). Group size {meta['group_size']}. "
              "Floor = bytes a p-bit call must move / copy bandwidth. AP = Any-Precision LLM, the peers' H100 "
              "numbers from the project's anchor table (not re-measured here).", "",
-             "## Fastest bit-exact BCQ kernel (LUT, 1-bit tensor-core or fp16 tensor-core)", "",
+             "## Fastest bit-exact BCQ kernel (LUT, 1-bit, int8 or fp16 tensor-core)", "",
              "| layer | N x K | M | FP16 us | 2-bit us | 3-bit us | 4-bit us | kernel 2/3/4 | % of floor 2/3/4 "
              "| x FP16 2/3/4 | x AP 3/4 |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -225,12 +230,13 @@ def markdown(meta, records) -> str:
     lines += ["", "## Every path at every batch (2-bit / 3-bit / 4-bit, us)", "",
               "`bcq_matmul` dispatches on these numbers (gpu/kernels.py says how). 1-bit tensor-core: "
               "only where it applies (batch bucket x 256/g <= 8, p <= 4).", "",
-              "| layer | M | FP16 | LUT | 1-bit tensor-core (exact) | fp16 tensor-core (exact) | dequantize + cuBLAS |",
-              "|---|---|---|---|---|---|---|"]
+              "| layer | M | FP16 | LUT | 1-bit tensor-core (exact) | int8 tensor-core (exact) "
+              "| fp16 tensor-core (exact) | dequantize + cuBLAS |",
+              "|---|---|---|---|---|---|---|---|"]
     for layer, M in keys:
         f = idx[(layer, M, "cublas_fp16", None)]
         cells = []
-        for method in ("bcq_lut", "bcq_bmma", "bcq_mma", "bcq_dequant_cublas"):
+        for method in ("bcq_lut", "bcq_bmma", "bcq_imma", "bcq_mma", "bcq_dequant_cublas"):
             rs = [idx.get((layer, M, method, p)) for p in (2, 3, 4)]
             cells.append(" / ".join(f"{r['us']:.1f}" for r in rs) if all(rs) else "-")
         lines.append(f"| {layer} | {M} | {f['us']:.1f} | " + " | ".join(cells) + " |")
@@ -238,7 +244,7 @@ def markdown(meta, records) -> str:
     return "\n".join(lines) + "\n"
 
 
-KERNEL_NAMES = {"bcq_lut": "LUT", "bcq_bmma": "b1-TC", "bcq_mma": "fp16-TC"}
+KERNEL_NAMES = {"bcq_lut": "LUT", "bcq_bmma": "b1-TC", "bcq_imma": "i8-TC", "bcq_mma": "fp16-TC"}
 
 
 def best_kernel(idx, layer, M, p):

@@ -19,7 +19,7 @@
 // its slot, because B is zero elsewhere.  So a step costs 3 mma per (m, slot) and plane, and each
 // of the 4 results of an mma is weighted by its bit-plane's w_j and added into the (m, slot) sum.
 //
-// Loop nest of one warp (16 rows, one split of 8192 inputs = 32 steps):
+// Loop nest of one warp (16 rows, one split of the contract = kExactSplitInputs / 256 steps):
 //   for step s in split:                                   (the next step's loads already in flight)
 //     for plane i < p:
 //       acc[m, slot][row] = sum over 3 mma of w_j * D      (integer, exact)
@@ -38,7 +38,6 @@ using u32 = unsigned int;
 constexpr int kFixBits = 21;          // reference/exact_mma.py: FIX_BITS
 constexpr int kXPlanes = 24;          // 23 bit-planes of fix (|fix| <= 2^21) and one zero plane: 3 x 8 columns
 constexpr int kStepWords = 8;         // one m16n8k256 mma covers 8 plane words
-constexpr int kSplitSteps = 8192 / 256;
 constexpr int kBmmaWarps = 4;
 constexpr int kBmmaRows = 16;         // rows per warp (the mma's M)
 constexpr int kBmmaMaxP = 4;          // planes kept in registers (one code path each); more: mma_gemm
@@ -152,7 +151,9 @@ __device__ __forceinline__ void bmma_gemv_body(
   static_assert(MS <= 8, "S * Mp <= 8");
 
   const int KW = K >> 5, KS = (KW + kStepWords - 1) / kStepWords, G = K / group_size, wpg = group_size >> 5;
-  const int num_splits = (KS + kSplitSteps - 1) / kSplitSteps;
+  constexpr int split_steps = kExactSplitInputs / 256;  // g divides 256: a split is whole steps and groups
+  static_assert(kExactSplitInputs % 256 == 0, "a split is whole 256-input steps");
+  const int num_splits = (KS + split_steps - 1) / split_steps;
   const int split = blockIdx.x;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, t = lane & 3;
   const int n0 = (blockIdx.y * kBmmaWarps + warp) * kBmmaRows;
@@ -235,7 +236,7 @@ __device__ __forceinline__ void bmma_gemv_body(
   float ysum[YP];
 #pragma unroll
   for (int q = 0; q < YP; ++q) ysum[q] = 0.0f;
-  const int s_begin = split * kSplitSteps, s_end = min(s_begin + kSplitSteps, KS);
+  const int s_begin = split * split_steps, s_end = min(s_begin + split_steps, KS);
   BmmaStep<S, Mp, P> cur, nxt;  // loads run one step ahead
   load(cur, s_begin);
   for (int s = s_begin; s < s_end; ++s) {

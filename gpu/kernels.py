@@ -3,6 +3,7 @@
     lut_gemv(x, planes, alpha, beta=None, *, group_size)   y = x W_hat^T, batch M <= 32, LUT-GEMM
     mma_gemm(x, planes, alpha, beta=None, *, group_size)   y = x W_hat^T, batch M <= 16, exact tensor cores
     bmma_gemv(x, planes, alpha, beta=None, *, group_size)  the same bytes from 1-bit tensor cores (small batches)
+    imma_gemm(x, planes, alpha, beta=None, *, group_size)  the same bytes from int8 tensor cores, M <= 16, p <= 4
     dequantize(planes, alpha, beta=None, *, group_size)    W_hat float16 [N, K]
     bcq_matmul(x, planes, alpha, beta=None, *, group_size) any batch: the fastest measured path
 
@@ -17,7 +18,8 @@ Kernels run on the current CuPy stream (the current torch stream for torch tenso
 synchronise the host, use no float atomics, and can be captured in a CUDA graph.
 
 Compiled instantiations (``cupy.RawModule(name_expressions=...)``): ``bcq::lut_gemv<Mp>`` for the
-batch buckets Mp = 1, 2, 4, 8, 16, 32 and ``bcq::dequantize``.  NVRTC compiles them on first use;
+batch buckets Mp = 1, 2, 4, 8, 16, 32, the tensor-core kernels' variants (``_module`` lists them) and
+``bcq::dequantize``.  NVRTC compiles them on first use;
 CuPy caches the binaries on disk.
 """
 from __future__ import annotations
@@ -28,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from reference.checks import MAX_LUT_BATCH, check_gemv_args
-from reference.exact_mma import MAX_GROUP, MAX_MMA_BATCH, SPLIT_INPUTS
+from reference import exact_mma
+from reference.exact_mma import MAX_GROUP, MAX_MMA_BATCH
 from reference.lut_gemv import SPLIT_WORDS, batch_bucket
 
 HERE = Path(__file__).parent
@@ -64,8 +67,11 @@ def _module(device_id: int, name: str):
     names = {"lut_gemv": [f"bcq::lut_gemv<{m}>" for m in BATCH_BUCKETS],
              "mma_gemm": ["bcq::encode_activations", "bcq::mma_gemm<1>", "bcq::mma_gemm<2>"],
              "bmma_gemv": ["bcq::encode_bits"] + [f"bcq::bmma_gemv<{s}, {m}>" for s, m in BMMA_INSTANCES],
+             "imma_gemm": ["bcq::encode_digits"] + [f"bcq::imma_gemm<{p}, {e}>" for p in IMMA_PLANES
+                                                    for e in ("true", "false")],
              "dequantize": ["bcq::dequantize"]}[name]
-    return cupy.RawModule(code=code, options=NVRTC_OPTIONS, name_expressions=names)
+    options = NVRTC_OPTIONS + (f"-DBCQ_EXACT_SPLIT_INPUTS={exact_mma.SPLIT_INPUTS}",)
+    return cupy.RawModule(code=code, options=options, name_expressions=names)
 
 
 @functools.lru_cache(maxsize=None)
@@ -128,7 +134,10 @@ def _as_cupy(a, name):
     if type(a).__module__.startswith("torch"):
         if not a.is_cuda:
             raise ValueError(f"{name}: torch tensor must be on a CUDA device, got {a.device}")
-        return cupy.from_dlpack(a), True
+        # handed over on torch's current stream, so DLPack needs no cross-stream wait (which a
+        # stream being captured into a CUDA graph would refuse)
+        with _torch_stream_scope(True):
+            return cupy.from_dlpack(a), True
     raise TypeError(f"{name}: must be a CuPy array or a torch CUDA tensor, got {type(a).__name__}")
 
 
@@ -228,7 +237,7 @@ def bmma_gemv(x, planes, alpha, beta=None, *, group_size: int, out=None):
     S, Mp = BMMA_STEP // group_size, batch_bucket(M)
     with stream:
         KS = -(-K // BMMA_STEP)
-        num_splits = -(-K // SPLIT_INPUTS)
+        num_splits = _num_splits(G, group_size)
         row_tiles = -(-N // MMA_ROWS_PER_BLOCK)
         n_frag = M * KS * 32 * 6
         enc = _encoded(dev, stream.ptr, n_frag + 2 * M * G)
@@ -245,6 +254,57 @@ def bmma_gemv(x, planes, alpha, beta=None, *, group_size: int, out=None):
     return _back(out, tx)
 
 
+IMMA_PLANES = (1, 2, 3, 4)  # imma_gemm.cu: one instantiation per p
+IMMA_TILE = 8               # batch rows per launch (the mma's N)
+IMMA_STEP_WORDS = 4         # plane words per pipeline step; the digit layout is [steps, 32 lanes, 4 words, 6]
+
+
+def imma_supports(M: int, p: int, group_size: int) -> bool:
+    """Whether imma_gemm takes this call: p <= 4, batch 1..16, g <= 256."""
+    return 1 <= p <= IMMA_PLANES[-1] and 1 <= M <= MAX_MMA_BATCH and group_size <= MAX_GROUP
+
+
+def _num_splits(G: int, group_size: int) -> int:
+    """Splits of the exact contract: SPLIT_INPUTS // g whole groups each (reference/exact_mma.py)."""
+    return -(-G // (exact_mma.SPLIT_INPUTS // group_size))
+
+
+def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None):
+    """y = x W_hat^T (float16 [M, N], M <= 16, p <= 4) on int8 tensor cores; bit-exact with
+    reference.exact_mma_gemm, so the same bytes as mma_gemm and bmma_gemv.
+
+    Per 8 batch rows: one launch that splits the activations into three int8 digits
+    (bcq::encode_digits), then the GEMM (rows of x never interact, so 16 rows are two tiles of 8).
+    """
+    x, planes, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(
+        x, planes, alpha, beta, group_size, out, MAX_MMA_BATCH, "imma_gemm")
+    if not imma_supports(M, p, group_size):
+        raise ValueError(f"imma_gemm: takes at most {IMMA_PLANES[-1]} planes and groups of at most {MAX_GROUP} "
+                         f"inputs; got p={p}, g={group_size} (use bcq_matmul)")
+    with stream:
+        KS = -(-(K // 32) // IMMA_STEP_WORDS)
+        num_splits = _num_splits(G, group_size)
+        row_tiles = -(-N // MMA_ROWS_PER_BLOCK)
+        n_dig = KS * 32 * IMMA_STEP_WORDS * 6
+        mod = _module(dev, "imma_gemm")
+        for m0 in range(0, M, IMMA_TILE):
+            Mt = min(IMMA_TILE, M - m0)
+            enc = _encoded(dev, stream.ptr, n_dig + 2 * Mt * G)
+            digits, E, X = (enc[:n_dig], enc[n_dig:n_dig + Mt * G].view(np.int32),
+                            enc[n_dig + Mt * G:].view(np.int32))
+            ws, ctr = _workspace(dev, stream.ptr, num_splits * Mt * N if num_splits > 1 else 0, row_tiles)
+            n_warps = IMMA_TILE * KS * IMMA_STEP_WORDS  # one per (batch row of the tile, word)
+            mod.get_function("bcq::encode_digits")((-(-n_warps // 4),), (128,),
+                                                   (x[m0:m0 + Mt], digits, E, X, np.int32(Mt), np.int32(K),
+                                                    np.int32(group_size)))
+            one_end = "true" if group_size >= 4 * 32 else "false"  # at most one group ends per 4-word step
+            mod.get_function(f"bcq::imma_gemm<{p}, {one_end}>")(
+                (num_splits, row_tiles), (128,),
+                (digits, E, X, planes, alpha, _null_or(beta), out[m0:m0 + Mt], ws, ctr,
+                 np.int32(Mt), np.int32(N), np.int32(K), np.int32(group_size)))
+    return _back(out, tx)
+
+
 def mma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None):
     """y = x W_hat^T (float16 [M, N], M <= 16) on tensor cores; bit-exact with reference.exact_mma_gemm.
 
@@ -256,7 +316,7 @@ def mma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None):
         x, planes, alpha, beta, group_size, out, MAX_MMA_BATCH, "mma_gemm")
     cupy = _cupy()
     with stream:
-        num_splits = -(-K // SPLIT_INPUTS)
+        num_splits = _num_splits(G, group_size)
         row_tiles = -(-N // MMA_ROWS_PER_BLOCK)
         enc = _encoded(dev, stream.ptr, M * K + 2 * M * G)
         xfrag, E, X = enc[:M * K], enc[M * K:M * K + M * G].view(cupy.int32), enc[M * K + M * G:].view(cupy.int32)
@@ -307,8 +367,10 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None):
 
 
 # Dispatch, from benchmarks/results/gemv_h200.md (H200) and gemv_h100.md (H100): the 1-bit
-# tensor-core kernel wherever it applies (it beat the LUT kernel on every measured shape); else the
-# LUT kernel up to batch 4; above, the fp16 tensor-core kernel on large layers and dequantize + cuBLAS on small.
+# tensor-core kernel up to batch 2 (its cost grows with the batch), the int8 tensor-core kernel from
+# batch 3 to 16 (its cost does not); for p > 4 the LUT kernel up to batch 4, the fp16 tensor-core
+# kernel on large layers up to 16; dequantize + cuBLAS for the rest.
+BMMA_UP_TO_BATCH = 2
 LUT_UP_TO_BATCH = 4
 MMA_FROM_WEIGHTS = 1 << 26
 
@@ -322,8 +384,10 @@ def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int):
     """
     M = x.shape[0] if len(x.shape) == 2 else 0
     p, N, K = (planes.shape[0], planes.shape[1], planes.shape[2] * 32) if len(planes.shape) == 3 else (0, 0, 0)
-    if bmma_supports(M, p, group_size):
+    if bmma_supports(M, p, group_size) and M <= BMMA_UP_TO_BATCH:
         return bmma_gemv(x, planes, alpha, beta, group_size=group_size)
+    if imma_supports(M, p, group_size):
+        return imma_gemm(x, planes, alpha, beta, group_size=group_size)
     if 1 <= M <= LUT_UP_TO_BATCH:
         return lut_gemv(x, planes, alpha, beta, group_size=group_size)
     if 1 <= M <= MAX_MMA_BATCH and N * K >= MMA_FROM_WEIGHTS and group_size <= MAX_GROUP:

@@ -6,7 +6,7 @@
 // far below 2^24 (times 2^-14): whatever order the tensor core adds in, the fp32 sum is exact.
 // Only the per-group epilogue rounds, in the order the contract fixes.
 //
-// Loop nest of one warp (16 rows n0..n0+15, one split of 8192 inputs, NT tiles of 8 batch columns):
+// Loop nest of one warp (16 rows n0..n0+15, one split of the contract's groups, NT tiles of 8 batch columns):
 //   for group G in split:
 //     for plane i < p:
 //       for word w in G, chunk c in {0, 1} (16 inputs each):
@@ -30,7 +30,6 @@ namespace bcq {
 
 using u32 = unsigned int;
 constexpr int kFixBits = 21;
-constexpr int kSplitInputs = 8192;
 constexpr int kWarpsPerBlock = 4;
 constexpr int kRowsPerWarp = 16;
 constexpr u32 kOneBits = 0x04000400u;  // fp16 2^-14 in both halves: the value of a set bit
@@ -96,7 +95,7 @@ mma_gemm(const u32* __restrict__ xfrag, const int* __restrict__ E_in, const int*
          unsigned int* __restrict__ counters,
          int M, int N, int K, int p, int group_size) {
   const int KW = K >> 5, G = K / group_size, wpg = group_size >> 5;
-  const int groups_per_split = kSplitInputs / group_size;
+  const int groups_per_split = kExactSplitInputs / group_size;
   const int num_splits = (G + groups_per_split - 1) / groups_per_split;
   const int split = blockIdx.x;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;

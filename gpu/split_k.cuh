@@ -1,4 +1,4 @@
-// Split-K epilogue shared by the GEMV kernels (included by lut_gemv.cu and mma_gemm.cu).
+// Split-K epilogue shared by the GEMV kernels (included by every kernel file but dequantize.cu).
 //
 // Every block of row tile blockIdx.y has written its split's fp32 partials to
 // workspace[split, M, N].  The last block to finish (an integer atomic counter says which) sums
@@ -7,7 +7,15 @@
 #pragma once
 #include <cuda_fp16.h>
 
+// The exact tensor-core contract's split (reference/exact_mma.py: SPLIT_INPUTS), passed in by
+// gpu/kernels.py so that the number lives in one place.
+#ifndef BCQ_EXACT_SPLIT_INPUTS
+#error "compile with -DBCQ_EXACT_SPLIT_INPUTS=<reference.exact_mma.SPLIT_INPUTS>"
+#endif
+
 namespace bcq {
+
+constexpr int kExactSplitInputs = BCQ_EXACT_SPLIT_INPUTS;
 
 __device__ __forceinline__ void finish_split_k(const float* workspace, unsigned int* counters, __half* y,
                                                int M, int N, int num_splits, int row0, int rows) {

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gpu.kernels import BATCH_BUCKETS, BMMA_INSTANCES
+from gpu.kernels import BATCH_BUCKETS, BMMA_INSTANCES, IMMA_PLANES
+from reference.exact_mma import SPLIT_INPUTS
 
 GPU_DIR = Path(__file__).resolve().parent.parent / "gpu"
 NVCC = shutil.which("nvcc")
@@ -21,6 +22,9 @@ INSTANTIATIONS = {
     "bmma_gemv.cu": [f"template __global__ void bcq::bmma_gemv<{s}, {m}>(const bcq::u32*, const int*, const int*, "
                      "const bcq::u32*, const __half*, const __half*, __half*, float*, unsigned int*, "
                      "int, int, int, int, int);" for s, m in BMMA_INSTANCES],
+    "imma_gemm.cu": [f"template __global__ void bcq::imma_gemm<{p}, {e}>(const bcq::u32*, const int*, const int*, "
+                     "const bcq::u32*, const __half*, const __half*, __half*, float*, unsigned int*, "
+                     "int, int, int, int);" for p in IMMA_PLANES for e in ("true", "false")],
 }
 
 
@@ -35,6 +39,7 @@ def test_compiles_and_does_not_spill_on_hopper(name, arch, tmp_path):
     src = tmp_path / "unit.cu"
     src.write_text(f'#include "{GPU_DIR / name}"\n' + "\n".join(INSTANTIATIONS[name]) + "\n")
     out = subprocess.run([NVCC, "-std=c++17", f"-arch={arch}", "-cubin", "--ftz=false", "--fmad=false",
+                          f"-DBCQ_EXACT_SPLIT_INPUTS={SPLIT_INPUTS}",
                           "-Xptxas", "-v", "-o", str(tmp_path / "unit.cubin"), str(src)],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -226,3 +226,104 @@ def test_bmma_gemv_refuses_what_it_does_not_take():
     x, planes, alpha, _ = random_problem(np.random.default_rng(0), 8, 64, 1024, 2, 128)
     with pytest.raises(ValueError, match="bmma_gemv: takes"):
         gpu.bmma_gemv(cupy.asarray(x), cupy.asarray(planes), cupy.asarray(alpha), group_size=128)  # 8 x 2 > 8
+
+
+# --- the int8 tensor-core path (gpu/imma_gemm.cu): the same contract, the same bytes -------------
+@SETTINGS
+@given(M=st.integers(1, 16), N=st.integers(1, 300), g=st.sampled_from([32, 64, 96, 128, 192, 256]),
+       G=st.integers(1, 12), p=st.integers(1, 4), with_beta=st.booleans(),
+       kind=st.sampled_from(VALUE_KINDS), seed=st.integers(0, 2 ** 32 - 1))
+def test_imma_gemm_matches_reference_bytes(M, N, g, G, p, with_beta, kind, seed):
+    x, planes, alpha, beta = random_problem(np.random.default_rng(seed), M, N, g * G, p, g,
+                                            with_beta=with_beta, kind=kind)
+    dev = [None if a is None else cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    got = cupy.asnumpy(gpu.imma_gemm(*dev, group_size=g))
+    assert_same_bytes(got, exact_mma_gemm(x, planes, alpha, beta, group_size=g))
+
+
+@settings(max_examples=max(EXAMPLES // 6, 2), deadline=None, suppress_health_check=list(HealthCheck))
+@given(M=st.sampled_from([1, 3, 8, 9, 16]), N=st.integers(1, 200), g=st.sampled_from([96, 128]),
+       G=st.integers(65, 300), p=st.integers(1, 4), seed=st.integers(0, 2 ** 32 - 1))
+def test_imma_gemm_several_splits(M, N, g, G, p, seed):
+    """K past one split; at g = 96 a split (85 groups, 255 words) does not start on a 4-word step."""
+    x, planes, alpha, beta = random_problem(np.random.default_rng(seed), M, N, g * G, p, g, with_beta=True)
+    dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    assert_same_bytes(cupy.asnumpy(gpu.imma_gemm(*dev, group_size=g)),
+                      exact_mma_gemm(x, planes, alpha, beta, group_size=g))
+
+
+@pytest.mark.parametrize("kernel", ["imma_gemm", "mma_gemm"])
+def test_exact_kernels_count_splits_in_whole_groups(kernel):
+    """g = 96: 256 groups make 4 splits of 85 groups, though K = 24576 is only 3 x 8192 inputs."""
+    x, planes, alpha, beta = random_problem(np.random.default_rng(5), 3, 40, 96 * 256, 2, 96, with_beta=True)
+    dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    assert_same_bytes(cupy.asnumpy(getattr(gpu, kernel)(*dev, group_size=96)),
+                      exact_mma_gemm(x, planes, alpha, beta, group_size=96))
+
+
+@pytest.mark.parametrize("N,K,g", [(4096, 4096, 128), (1536, 576, 64), (576, 1536, 64), (8192, 28672, 128)])
+@pytest.mark.parametrize("M", [1, 8, 16])
+def test_imma_gemm_equals_mma_gemm_on_real_shapes(N, K, g, M):
+    x, planes, alpha, _ = random_problem(np.random.default_rng(N + K + M), M, N, K, 4, g)
+    dev = [cupy.asarray(a) for a in (x, planes, alpha)]
+    assert_same_bytes(cupy.asnumpy(gpu.imma_gemm(*dev, group_size=g)), cupy.asnumpy(gpu.mma_gemm(*dev, group_size=g)))
+
+
+def test_imma_gemm_rows_do_not_depend_on_the_batch():
+    x, planes, alpha, _ = random_problem(np.random.default_rng(13), 16, 333, 4096, 3, 128)
+    dev = [cupy.asarray(a) for a in (planes, alpha)]
+    full = cupy.asnumpy(gpu.imma_gemm(cupy.asarray(x), *dev, group_size=128))
+    for M in (1, 5, 8, 11):
+        part = cupy.asnumpy(gpu.imma_gemm(cupy.asarray(x[:M]), *dev, group_size=128))
+        assert (part.view(np.uint16) == full[:M].view(np.uint16)).all()
+
+
+def test_imma_gemm_refuses_what_it_does_not_take():
+    x, planes, alpha, _ = random_problem(np.random.default_rng(0), 2, 64, 1024, 5, 128)
+    with pytest.raises(ValueError, match="imma_gemm: takes"):
+        gpu.imma_gemm(cupy.asarray(x), cupy.asarray(planes), cupy.asarray(alpha), group_size=128)  # p = 5
+    with pytest.raises(ValueError, match="batch 1..16"):
+        gpu.imma_gemm(cupy.zeros((17, 1024), cupy.float16), cupy.asarray(planes[:2]), cupy.asarray(alpha[:2]),
+                      group_size=128)
+
+
+@pytest.mark.parametrize("M", [1, 2, 3, 8, 16])
+@pytest.mark.parametrize("g", [64, 128])
+def test_bcq_matmul_small_batches_take_an_exact_tensor_core_path(M, g):
+    """Up to batch 16 at p <= 4, bcq_matmul's answer is the exact contract's, byte for byte."""
+    x, planes, alpha, beta = random_problem(np.random.default_rng(M + g), M, 200, 1536, 3, g, with_beta=True)
+    dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    assert_same_bytes(cupy.asnumpy(gpu.bcq_matmul(*dev, group_size=g)),
+                      exact_mma_gemm(x, planes, alpha, beta, group_size=g))
+
+
+def test_imma_gemm_in_a_cuda_graph():
+    """Two launches per 8 batch rows, all on the current stream, no host sync: capturable, and the
+    replay writes the same bytes."""
+    x, planes, alpha, _ = random_problem(np.random.default_rng(6), 12, 96, 1024, 2, 128)
+    dev = [cupy.asarray(a) for a in (x, planes, alpha)]
+    out = cupy.empty((12, 96), dtype=cupy.float16)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        gpu.imma_gemm(*dev, group_size=128, out=out)  # warm-up on this stream (compile, scratch)
+        stream.begin_capture()
+        gpu.imma_gemm(*dev, group_size=128, out=out)
+        graph = stream.end_capture()
+        out.fill(0)
+        graph.launch(stream)
+        stream.synchronize()
+    assert_same_bytes(cupy.asnumpy(out), exact_mma_gemm(x, planes, alpha, group_size=128))
+
+
+def test_imma_gemm_takes_torch_tensors_on_a_torch_stream():
+    torch = pytest.importorskip("torch")
+    x, planes, alpha, _ = random_problem(np.random.default_rng(7), 12, 96, 1024, 2, 128)
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        tx = torch.from_numpy(x).cuda()
+        tp = torch.from_numpy(planes.view(np.int32)).cuda().view(torch.uint32)
+        ta = torch.from_numpy(alpha).cuda()
+        y = gpu.imma_gemm(tx, tp, ta, group_size=128)
+    s.synchronize()
+    assert isinstance(y, torch.Tensor) and y.dtype == torch.float16
+    assert_same_bytes(y.cpu().numpy(), exact_mma_gemm(x, planes, alpha, group_size=128))

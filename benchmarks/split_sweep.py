@@ -1,0 +1,100 @@
+"""How the exact contract's split size (reference/exact_mma.py: SPLIT_INPUTS) sets the speed of the
+exact tensor-core kernels.
+
+    python -m benchmarks.split_sweep --out benchmarks/results
+
+The split is part of the arithmetic contract (groups are summed in order within a split, splits in
+order after), so it is chosen once, for speed, and the reference follows it.  A smaller split gives
+more independent warps (rows / 16 x splits) to hide load latency, and more partial sums to add
+at the end.  This sweeps the candidates on the shapes where that trade-off differs most, timed as
+benchmarks/gemv.py times (CUDA-graph replay, weights rotated past L2), in one process.
+Writes OUT/split_sweep_<gpu>.json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bcq_core.fileio import atomic_write_text
+from benchmarks.gemv import GROUP, L2_MARGIN_BYTES, LAYERS, gpu_slug, time_graph
+
+SPLITS = (8192, 4096, 2048, 1024)
+SHAPES = ("8B o", "8B down", "70B gate+up", "70B down")
+CASES = (("bmma_gemv", 1), ("imma_gemm", 1), ("imma_gemm", 4), ("imma_gemm", 8))
+BITS = (2, 3)
+
+
+def run(out_dir: Path, splits=SPLITS, shapes=SHAPES, cases=CASES, bits=BITS):
+    import cupy
+
+    import gpu
+    from reference import exact_mma
+
+    rng = np.random.default_rng(0)
+    records = []
+    default = exact_mma.SPLIT_INPUTS
+    try:
+        for name in shapes:
+            N, K = LAYERS[name]
+            n_copies = max(2, -(-L2_MARGIN_BYTES // (max(bits) * N * K // 8)))
+            planes = [cupy.asarray(rng.integers(0, 2 ** 32, size=(max(bits), N, K // 32), dtype=np.uint64)
+                                   .astype(np.uint32)) for _ in range(n_copies)]
+            alphas = {p: [cupy.asarray((np.abs(rng.standard_normal((p, N, K // GROUP))) * 0.01).astype(np.float16))
+                          for _ in range(n_copies)] for p in bits}
+            for split in splits:
+                exact_mma.SPLIT_INPUTS = split
+                gpu.kernels._module.cache_clear()  # the split is compiled in
+                for kernel, M in cases:
+                    x = cupy.asarray(rng.standard_normal((M, K)).astype(np.float16))
+                    y = cupy.empty((M, N), dtype=cupy.float16)
+                    fn = getattr(gpu, kernel)
+                    for p in bits:
+                        t = time_graph(cupy, lambda i: fn(x, planes[i][:p], alphas[p][i], group_size=GROUP, out=y),
+                                       n_copies)
+                        records.append(dict(layer=name, N=N, K=K, M=M, kernel=kernel, bits=p, split=split, us=t))
+                        print(f"{name:12s} split {split:5d} {kernel} M={M} {p}-bit {t:7.1f} us", flush=True)
+            del planes, alphas
+            cupy.get_default_memory_pool().free_all_blocks()
+    finally:
+        exact_mma.SPLIT_INPUTS = default
+        gpu.kernels._module.cache_clear()
+    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
+    meta = dict(gpu=name.decode() if isinstance(name, bytes) else str(name), date=time.strftime("%Y-%m-%d"),
+                command="python -m benchmarks.split_sweep --out benchmarks/results", group_size=GROUP)
+    stem = f"split_sweep_{gpu_slug(meta['gpu'])}"
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(dict(meta=meta, records=records), indent=1))
+    atomic_write_text(out_dir / f"{stem}.md", markdown(meta, records))
+    print(markdown(meta, records))
+    return records
+
+
+def markdown(meta, records) -> str:
+    idx = {(r["layer"], r["kernel"], r["M"], r["bits"], r["split"]): r["us"] for r in records}
+    splits = sorted({r["split"] for r in records}, reverse=True)
+    rows = sorted({(r["layer"], r["kernel"], r["M"], r["bits"]) for r in records},
+                  key=lambda k: (list(LAYERS).index(k[0]), k[1], k[2], k[3]))
+    lines = [f"# Split size of the exact contract on {meta['gpu']} ({meta['date']})", "",
+             f"Command: `{meta['command']}`. us per call (CUDA-graph replay, weights rotated past L2), "
+             f"group size {meta['group_size']}; best split in bold.", "",
+             "| layer | kernel | M | bits | " + " | ".join(f"split {s}" for s in splits) + " |",
+             "|---|---|---|---|" + "---|" * len(splits)]
+    for layer, kernel, M, p in rows:
+        ts = [idx.get((layer, kernel, M, p, s)) for s in splits]
+        best = min(t for t in ts if t is not None)
+        lines.append(f"| {layer} | {kernel} | {M} | {p} | " + " | ".join(
+            "-" if t is None else (f"**{t:.1f}**" if t == best else f"{t:.1f}") for t in ts) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    run(ap.parse_args(argv).out)
+
+
+if __name__ == "__main__":
+    main()
