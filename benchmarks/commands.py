@@ -1,6 +1,7 @@
 """``bcq bench``: the benchmarks of ``benchmarks/``, one subcommand.
 
     bcq bench [gemv] [--out benchmarks/results] [--quick]   GEMV on a CUDA GPU: cuBLAS FP16 against our kernels
+    bcq bench split-sweep [--out ...] [--quick]             the exact contract's split size, swept on a CUDA GPU
     bcq bench quantize-speed [--quick]                       the quantizers on one 4096 x 4096 matrix (CPU)
     bcq bench quantize-quality [--quick]                     weight error of every method (CPU)
     bcq bench sim-speed                                      cost-model sweep rate (CPU)
@@ -14,6 +15,7 @@ import sys
 
 SUITES = {  # name: (module, needs a CUDA GPU)
     "gemv": ("benchmarks.gemv", True),
+    "split-sweep": ("benchmarks.split_sweep", True),
     "quantize-speed": ("benchmarks.quantize_speed", False),
     "quantize-quality": ("benchmarks.quantize_quality", False),
     "sim-speed": ("benchmarks.sim_speed", False),

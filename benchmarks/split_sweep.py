@@ -93,7 +93,12 @@ def markdown(meta, records) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    run(ap.parse_args(argv).out)
+    ap.add_argument("--quick", action="store_true", help="two shapes, 2-bit only")
+    args = ap.parse_args(argv)
+    if args.quick:
+        run(args.out, shapes=("8B o", "70B down"), bits=(2,))
+    else:
+        run(args.out)
 
 
 if __name__ == "__main__":
