@@ -309,8 +309,7 @@ __device__ __forceinline__ void bmma_gemv_body(
   for (int q = 0; q < YP; ++q) {
     const int pr = lane + 32 * q, rl = pr % kBmmaRows, m = pr / kBmmaRows, row = n0 + rl;
     if (pr >= kBmmaRows * Mp || m >= M || row >= N) continue;
-    if (num_splits == 1) y[(size_t)m * N + row] = __float2half_rn(ysum[q]);
-    else workspace[((size_t)split * M + m) * N + row] = ysum[q];
+    store_split_output(y, workspace, num_splits, split, M, N, m, row, ysum[q]);
   }
   if (num_splits == 1) return;
   finish_split_k(workspace, counters, y, M, N, num_splits, blockIdx.y * kBmmaWarps * kBmmaRows,

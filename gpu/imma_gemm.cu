@@ -288,8 +288,7 @@ __device__ __forceinline__ void imma_gemm_body(
   for (int c = 0; c < 4; ++c) {
     const int col = (c & 1) ? col1 : col0, row = c < 2 ? row_a : row_b;
     if (col >= M || row >= N) continue;
-    if (num_splits == 1) y[(size_t)col * N + row] = __float2half_rn(ysum[c]);
-    else workspace[((size_t)split * M + col) * N + row] = ysum[c];
+    store_split_output(y, workspace, num_splits, split, M, N, col, row, ysum[c]);
   }
   if (num_splits == 1) return;
   finish_split_k(workspace, counters, y, M, N, num_splits, blockIdx.y * kImmaWarps * kImmaRows,

@@ -264,13 +264,10 @@ lut_gemv(const __half* __restrict__ x,          // [M, K]
   }
 
   __syncthreads();  // every warp's split partials are in sm.acc before any thread reads them
-  // Write the split partial: straight to y when there is one split, else to the workspace.
   for (int idx = threadIdx.x; idx < rows_per_block * Mp; idx += kThreads) {
     const int rr = idx / Mp, c = idx % Mp, n = row0 + rr;
     if (c >= M || n >= N) continue;
-    const float v = sm.acc[rr * Mp + c];
-    if (num_splits == 1) y[(size_t)c * N + n] = __float2half_rn(v);
-    else workspace[((size_t)split * M + c) * N + n] = v;
+    store_split_output(y, workspace, num_splits, split, M, N, c, n, sm.acc[rr * Mp + c]);
   }
   if (num_splits == 1) return;
   finish_split_k(workspace, counters, y, M, N, num_splits, row0, rows_per_block);

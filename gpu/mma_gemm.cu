@@ -203,8 +203,7 @@ mma_gemm(const u32* __restrict__ xfrag, const int* __restrict__ E_in, const int*
     for (int e = 0; e < 4; ++e) {
       const int col = t * 8 + tig * 2 + (e & 1), row = e < 2 ? row_a : row_b;
       if (col >= M || row >= N) continue;
-      if (num_splits == 1) y[(size_t)col * N + row] = __float2half_rn(acc[t][e]);
-      else workspace[((size_t)split * M + col) * N + row] = acc[t][e];
+      store_split_output(y, workspace, num_splits, split, M, N, col, row, acc[t][e]);
     }
   if (num_splits == 1) return;
   finish_split_k(workspace, counters, y, M, N, num_splits, blockIdx.y * kWarpsPerBlock * kRowsPerWarp, kWarpsPerBlock * kRowsPerWarp);

@@ -17,6 +17,14 @@ namespace bcq {
 
 constexpr int kExactSplitInputs = BCQ_EXACT_SPLIT_INPUTS;
 
+// One output (batch row m, row n) of this block's split: y itself when there is one split, else the
+// split's fp32 partial for finish_split_k.
+__device__ __forceinline__ void store_split_output(__half* y, float* workspace, int num_splits, int split, int M,
+                                                   int N, int m, int n, float v) {
+  if (num_splits == 1) y[(size_t)m * N + n] = __float2half_rn(v);
+  else workspace[((size_t)split * M + m) * N + n] = v;
+}
+
 __device__ __forceinline__ void finish_split_k(const float* workspace, unsigned int* counters, __half* y,
                                                int M, int N, int num_splits, int row0, int rows) {
   __shared__ bool is_last;
