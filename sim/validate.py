@@ -29,7 +29,7 @@ GPU_RESULTS_JSON = Path(__file__).resolve().parent.parent / "benchmarks" / "resu
 H200_RESULTS_JSON = GPU_RESULTS_JSON.with_name("gemv_h200.json")
 RESULT_KEYS = ("layer", "N", "K", "M", "method", "bits", "us")
 RESULT_METHODS = {"cublas_fp16": "fp16", "bcq_lut": "bcq_lut", "bcq_dequant_cublas": "bcq_dequant"}
-UNMODELLED_METHODS = ("bcq_mma", "bcq_bmma")  # in the results file, not modelled here (skipped, see docs/sim.md)
+UNMODELLED_METHODS = ("bcq_mma", "bcq_bmma", "bcq_imma")  # in the results file, not modelled here (skipped, see docs/sim.md)
 
 
 @dataclass(frozen=True)
