@@ -84,6 +84,14 @@ def test_cli_errors_are_clear(tmp_path, capsys, demo):
     assert "unknown ['bogus']" in capsys.readouterr().err
 
 
+def test_bad_e2e_flag_is_refused_before_anything_loads(tmp_path, capsys):
+    assert main(["demo", "--methods", "joint+cal+e2e", "--e2e-steps", "0", "-o", str(tmp_path / "d")]) == 2
+    assert "steps: must be a positive int, got 0" in capsys.readouterr().err
+    assert main(["demo", "--methods", "joint+cal+e2e", "--e2e-lr", "-1", "-o", str(tmp_path / "d")]) == 2
+    assert "lr: must be a positive" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
 def test_bad_demo_config():
     with pytest.raises(ValueError, match="bits"):
         DemoConfig(bits=(2, 4))
