@@ -55,15 +55,22 @@ class CalibConfig:
     precisions: tuple[int, ...] | None = None  # default: every precision the model stores
 
     def __post_init__(self):
-        for name in ("iters", "batch", "n_seqs", "seq_len"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be a positive int, got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr: must be positive, got {self.lr}")
+        check_training_config(self, ("iters", "batch", "n_seqs", "seq_len"))
         if not 0.0 <= self.mix <= 1.0:
             raise ValueError(f"mix: must lie in [0, 1], got {self.mix}")
-        if self.batch > self.n_seqs:
-            raise ValueError(f"batch: must be <= n_seqs={self.n_seqs}, got {self.batch}")
+
+
+def check_training_config(config, int_fields) -> None:
+    """The checks every scale-training config shares: the named fields positive ints, lr a positive
+    finite number, batch no larger than n_seqs.  ValueError naming the field otherwise."""
+    for name in int_fields:
+        v = getattr(config, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name}: must be a positive int, got {v!r}")
+    if not (isinstance(config.lr, (int, float)) and math.isfinite(config.lr) and config.lr > 0):
+        raise ValueError(f"lr: must be a positive finite number, got {config.lr!r}")
+    if config.batch > config.n_seqs:
+        raise ValueError(f"batch: must be <= n_seqs={config.n_seqs}, got {config.batch}")
 
 
 @dataclass
@@ -159,22 +166,32 @@ def scale_gradients(params, factor: float) -> list:
     return [t.register_hook(lambda grad: grad * factor) for t in params]
 
 
+def freeze_parameters(module: nn.Module) -> list[torch.Tensor]:
+    """Stop gradients to every parameter of module that has them; returns those (to thaw afterwards)."""
+    frozen = [t for t in module.parameters() if t.requires_grad]
+    for t in frozen:
+        t.requires_grad_(False)
+    return frozen
+
+
+def scale_optimizer(linears, p: int, lr: float, steps: int):
+    """Adam over α_p (and β_p) of every BCQLinear in linears, each tensor's step lr · mean|t| (so the
+    step is scale-free), cosine-decayed to 0 over steps.  Returns (optimizer, scheduler, the
+    trainable tensors of each layer); the layers are in training mode until finish_scale_training()."""
+    params = [m.train_scales(p) for m in linears]
+    groups = [{"params": [t], "lr": lr * (float(t.detach().abs().mean()) or 1.0)} for ts in params for t in ts]
+    opt = torch.optim.Adam(groups)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 0.5 * (1 + math.cos(math.pi * it / steps)))
+    return opt, sched, params
+
+
 def calibrate_block(block_q: nn.Module, x_q: torch.Tensor, x_fp: torch.Tensor, y: torch.Tensor, kw: dict, p: int,
                     config: CalibConfig, generator: torch.Generator) -> list[float]:
     """Train α_p (and β_p) of every BCQLinear in block_q towards y; returns the loss of every step."""
     linears = list(bcq_layers(block_q).values())
-    frozen = [t for t in block_q.parameters() if t.requires_grad]
-    for t in frozen:  # norms and biases stay as they are: only the scales train
-        t.requires_grad_(False)
-    groups, hooks = [], []
-    for m in linears:
-        params = m.train_scales(p)
-        hooks += scale_gradients(params, 1.0 / m.group_size)  # the paper's 1/g on ∂α
-        for t in params:
-            scale = float(t.detach().abs().mean()) or 1.0
-            groups.append({"params": [t], "lr": config.lr * scale})      # relative step: scale-free
-    opt = torch.optim.Adam(groups)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 0.5 * (1 + math.cos(math.pi * it / config.iters)))
+    frozen = freeze_parameters(block_q)  # norms and biases stay as they are: only the scales train
+    opt, sched, params = scale_optimizer(linears, p, config.lr, config.iters)
+    hooks = [h for m, ts in zip(linears, params) for h in scale_gradients(ts, 1.0 / m.group_size)]  # the paper's 1/g
     losses = []
     try:
         for _ in range(config.iters):
@@ -226,8 +243,8 @@ def calibrate(model_q: nn.Module, model_fp: nn.Module, ids: np.ndarray | torch.T
         for b, (block_q, block_fp) in enumerate(zip(blocks_q, blocks_fp)):
             y = run_block(block_fp, x_fp, kw)
             for p in precisions:
-                _set_block_precision(block_q, p)
-                saved = _scales(block_q, p)
+                set_layers_precision(block_q, p)
+                saved = save_scales(block_q, p)
                 x_before = run_block(block_q, x_q[p], kw)
                 mse_before = float(torch.mean((x_before - y) ** 2))
                 losses = calibrate_block(block_q, x_q[p], x_fp, y, kw, p, config, generator)  # leaves precision p
@@ -235,7 +252,7 @@ def calibrate(model_q: nn.Module, model_fp: nn.Module, ids: np.ndarray | torch.T
                 mse_after = float(torch.mean((x_next - y) ** 2))
                 reverted = not mse_after <= mse_before  # guard: never leave a block worse than it came
                 if reverted:  # the old scales, bit for bit, and the output they gave
-                    _restore(block_q, p, saved)
+                    restore_scales(block_q, p, saved)
                     x_next, mse_after = x_before, mse_before
                 x_q[p] = x_next
                 stats.append(BlockStats(b, p, mse_before, mse_after, losses, reverted))
@@ -249,17 +266,20 @@ def calibrate(model_q: nn.Module, model_fp: nn.Module, ids: np.ndarray | torch.T
     return stats
 
 
-def _set_block_precision(block: nn.Module, p: int) -> None:
-    for m in bcq_layers(block).values():
+def set_layers_precision(module: nn.Module, p: int) -> None:
+    """Serve every BCQLinear in module at precision p."""
+    for m in bcq_layers(module).values():
         m.set_precision(p)
 
 
-def _scales(block: nn.Module, p: int) -> list[tuple[BCQLinear, torch.Tensor, torch.Tensor | None]]:
+def save_scales(module: nn.Module, p: int) -> list[tuple[BCQLinear, torch.Tensor, torch.Tensor | None]]:
+    """A copy of α_p (and β_p) of every BCQLinear in module, for restore_scales."""
     return [(m, m.alpha(p).clone(), None if m.beta(p) is None else m.beta(p).clone())
-            for m in bcq_layers(block).values()]
+            for m in bcq_layers(module).values()]
 
 
-def _restore(block: nn.Module, p: int, saved) -> None:
+def restore_scales(module: nn.Module, p: int, saved) -> None:
+    """Put back the scales save_scales copied, bit for bit."""
     with torch.no_grad():
         for m, alpha, beta in saved:
             m.alpha(p).copy_(alpha)

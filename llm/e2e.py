@@ -23,7 +23,6 @@ the full-precision model's logits (distillation) rather than cross-entropy on th
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +31,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .calibrate import (
+    check_training_config,
+    freeze_parameters,
+    restore_scales,
+    save_scales,
+    scale_optimizer,
+    set_layers_precision,
+)
 from .convert import bcq_layers, model_precisions
 
 
@@ -49,16 +56,9 @@ class E2EConfig:
     precisions: tuple[int, ...] | None = None  # default: every precision the model stores
 
     def __post_init__(self):
-        for name in ("steps", "n_seqs", "seq_len", "batch", "held"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}: must be a positive int, got {v!r}")
+        check_training_config(self, ("steps", "n_seqs", "seq_len", "batch", "held"))
         if self.seq_len < 2:
             raise ValueError(f"seq_len: must be >= 2 (one token predicts the next), got {self.seq_len}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr: must be a positive finite number, got {self.lr!r}")
-        if self.batch > self.n_seqs:
-            raise ValueError(f"batch: must be <= n_seqs={self.n_seqs}, got {self.batch}")
         if self.held > self.n_seqs:
             raise ValueError(f"held: must be <= n_seqs={self.n_seqs}, got {self.held}")
 
@@ -110,52 +110,35 @@ def train_e2e(model_q: nn.Module, model_fp: nn.Module, ids, config: E2EConfig | 
         raise ValueError(f"ids: {len(ids)} sequences, fewer than batch={config.batch} or held={config.held}")
     layers = bcq_layers(model_q)
     before = {name: m.precision for name, m in layers.items()}
-    frozen = [t for t in model_q.parameters() if t.requires_grad]
     generator = torch.Generator().manual_seed(config.seed)
     held = ids[:config.held]
     with torch.no_grad():                                        # the teacher never builds a graph
         held_teacher = [_logits(model_fp, held[i:i + 1]).float() for i in range(len(held))]
     stats = []
-    for t in frozen:                                             # embedding, norms: not trained
-        t.requires_grad_(False)
+    frozen = freeze_parameters(model_q)                          # embedding, norms: not trained
     try:
         for p in precisions:
-            for m in layers.values():
-                m.set_precision(p)
-                m.clear_cache()
+            set_layers_precision(model_q, p)
             kl_before = _held_kl(model_q, held_teacher, held)
-            saved = [(m, m.alpha(p).clone(), None if m.beta(p) is None else m.beta(p).clone())
-                     for m in layers.values()]
+            saved = save_scales(model_q, p)
             losses = _train_precision(model_q, model_fp, ids, p, config, generator, progress)
             kl_after = _held_kl(model_q, held_teacher, held)
             reverted = not kl_after <= kl_before
             if reverted:
-                with torch.no_grad():
-                    for m, alpha, beta in saved:
-                        m.alpha(p).copy_(alpha)
-                        if beta is not None:
-                            m.beta(p).copy_(beta)
-                        m.clear_cache()
+                restore_scales(model_q, p, saved)
                 kl_after = kl_before
             stats.append(E2EStats(p, kl_before, kl_after, losses, reverted))
     finally:
         for t in frozen:
             t.requires_grad_(True)
         for name, m in layers.items():
-            m.finish_scale_training()
             m.precision = before[name]
-            m.clear_cache()
     return stats
 
 
 def _train_precision(model_q, model_fp, ids, p, config, generator, progress) -> list[float]:
     layers = list(bcq_layers(model_q).values())
-    groups = []
-    for m in layers:
-        for t in m.train_scales(p):
-            groups.append({"params": [t], "lr": config.lr * (float(t.detach().abs().mean()) or 1.0)})
-    opt = torch.optim.Adam(groups)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 0.5 * (1 + math.cos(math.pi * it / config.steps)))
+    opt, sched, _ = scale_optimizer(layers, p, config.lr, config.steps)
     losses = []
     passes = -(-config.steps * config.batch // len(ids))                 # every sequence once per pass
     order = torch.cat([torch.randperm(len(ids), generator=generator) for _ in range(passes)])
