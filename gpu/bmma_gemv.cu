@@ -30,12 +30,12 @@
 
 #include <cuda_fp16.h>
 
+#include "fixed_point.cuh"
 #include "split_k.cuh"
 
 namespace bcq {
 
 using u32 = unsigned int;
-constexpr int kFixBits = 21;          // reference/exact_mma.py: FIX_BITS
 constexpr int kXPlanes = 24;          // 23 bit-planes of fix (|fix| <= 2^21) and one zero plane: 3 x 8 columns
 constexpr int kStepWords = 8;         // one m16n8k256 mma covers 8 plane words
 constexpr int kBmmaWarps = 4;
@@ -49,37 +49,18 @@ constexpr int kBmmaMaxP = 4;          // planes kept in registers (one code path
 // of two, no overflow: |x| 2^(21 - E) <= 2^21), so it equals the reference's ldexp.
 __global__ void encode_bits(const __half* __restrict__ x, u32* __restrict__ bfrag, int* __restrict__ E_out,
                             int* __restrict__ X_out, int M, int K, int group_size) {
-  const int KW = K >> 5, KS = (KW + kStepWords - 1) / kStepWords, wpg = group_size >> 5, G = K / group_size;
+  const int KW = K >> 5, KS = (KW + kStepWords - 1) / kStepWords, G = K / group_size;
   const int idx = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
   if (idx >= M * KS * kStepWords) return;  // whole warps leave together
   const int m = idx / (KS * kStepWords), w = idx % (KS * kStepWords);
   const int s = w / kStepWords, t = (w % kStepWords) >> 1, e = w & 1;
   u32 word = 0u;  // lane j < 24: bit-plane j of this word
   if (w < KW) {
-    const int grp = w / wpg;
-    const __half* xg = x + (size_t)m * K + (size_t)grp * group_size;
-    float amax = 0.0f;
-    for (int k = lane; k < group_size; k += 32) amax = fmaxf(amax, fabsf(__half2float(xg[k])));
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    int E = 0;
-    if (amax > 0.0f) frexpf(amax, &E);
-    const float scale = __int_as_float((127 + kFixBits - E) << 23);  // 2^(21 - E), 21 - E in [5, 44]
-    const int f = __float2int_rn(__fmul_rn(__half2float(x[(size_t)m * K + (size_t)w * 32 + lane]), scale));
+    const int f = warp_fix(x + (size_t)m * K, w, group_size, E_out + m * G, X_out + m * G, lane);
 #pragma unroll
     for (int j = 0; j < kXPlanes - 1; ++j) {
       const u32 b = __ballot_sync(0xffffffffu, ((u32)f >> j) & 1u);
       if (lane == j) word = b;
-    }
-    if (w % wpg == 0) {
-      int X = 0;
-      for (int k = lane; k < group_size; k += 32) X += __float2int_rn(__fmul_rn(__half2float(xg[k]), scale));
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) X += __shfl_xor_sync(0xffffffffu, X, o);
-      if (lane == 0) {
-        E_out[m * G + grp] = E;
-        X_out[m * G + grp] = X;
-      }
     }
   }
   if (lane < kXPlanes)

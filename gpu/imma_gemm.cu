@@ -29,12 +29,12 @@
 
 #include <cuda_fp16.h>
 
+#include "fixed_point.cuh"
 #include "split_k.cuh"
 
 namespace bcq {
 
 using u32 = unsigned int;
-constexpr int kImmaFixBits = 21;      // reference/exact_mma.py: FIX_BITS
 constexpr int kImmaWarps = 4;
 constexpr int kImmaRows = 16;         // rows per warp (the mma's M)
 constexpr int kStepWordsI8 = 4;       // words per pipeline step
@@ -48,33 +48,12 @@ constexpr u32 kByteOnes = 0x01010101u;
 // overflow), so it equals the reference's ldexp.
 __global__ void encode_digits(const __half* __restrict__ x, u32* __restrict__ digits, int* __restrict__ E_out,
                               int* __restrict__ X_out, int M, int K, int group_size) {
-  const int KW = K >> 5, KS = (KW + kStepWordsI8 - 1) / kStepWordsI8, wpg = group_size >> 5, G = K / group_size;
+  const int KW = K >> 5, KS = (KW + kStepWordsI8 - 1) / kStepWordsI8, G = K / group_size;
   const int idx = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
   if (idx >= 8 * KS * kStepWordsI8) return;  // whole warps leave together
   const int n = idx / (KS * kStepWordsI8), w = idx % (KS * kStepWordsI8);
   int f = 0;
-  if (n < M && w < KW) {
-    const int grp = w / wpg;
-    const __half* xg = x + (size_t)n * K + (size_t)grp * group_size;
-    float amax = 0.0f;
-    for (int k = lane; k < group_size; k += 32) amax = fmaxf(amax, fabsf(__half2float(xg[k])));
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    int E = 0;
-    if (amax > 0.0f) frexpf(amax, &E);
-    const float scale = __int_as_float((127 + kImmaFixBits - E) << 23);  // 2^(21 - E), 21 - E in [5, 44]
-    f = __float2int_rn(__fmul_rn(__half2float(x[(size_t)n * K + (size_t)w * 32 + lane]), scale));
-    if (w % wpg == 0) {
-      int X = 0;
-      for (int k = lane; k < group_size; k += 32) X += __float2int_rn(__fmul_rn(__half2float(xg[k]), scale));
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) X += __shfl_xor_sync(0xffffffffu, X, o);
-      if (lane == 0) {
-        E_out[n * G + grp] = E;
-        X_out[n * G + grp] = X;
-      }
-    }
-  }
+  if (n < M && w < KW) f = warp_fix(x + (size_t)n * K, w, group_size, E_out + n * G, X_out + n * G, lane);
   // lane < 24 builds register (tig = lane % 4, r = lane / 4 = 2 d + half)
   const int tig = lane & 3, r = (lane >> 2) % kDigitRegs, d = r >> 1, half = r & 1;
   u32 reg = 0u;
@@ -275,7 +254,7 @@ __device__ __forceinline__ void imma_gemm_body(
         if (beta != nullptr) v = __fadd_rn(v, __fmul_rn(c < 2 ? be_a : be_b, __int2float_rn(X)));
         // v 2^(E - 21) by one multiply: the power of two is a normal float (E - 21 in [-44, -5]),
         // so this is ldexp's single rounding, subnormal results included.
-        v = __fmul_rn(v, __int_as_float((127 + E - kImmaFixBits) << 23));
+        v = __fmul_rn(v, __int_as_float((127 + E - kFixBits) << 23));
         ysum[c] = (grp == g_begin) ? v : __fadd_rn(ysum[c], v);
       }
       ++grp;

@@ -233,24 +233,13 @@ def bmma_gemv(x, planes, alpha, beta=None, *, group_size: int, out=None):
     if not bmma_supports(M, p, group_size):
         raise ValueError(f"bmma_gemv: takes a group size dividing 256, at most {BMMA_MAX_PLANES} planes and "
                          f"batch bucket x 256/g <= 8; got g={group_size}, p={p}, M={M} (use bcq_matmul)")
-    cupy = _cupy()
-    S, Mp = BMMA_STEP // group_size, batch_bucket(M)
+    S = BMMA_STEP // group_size
     with stream:
         KS = -(-K // BMMA_STEP)
-        num_splits = _num_splits(G, group_size)
-        row_tiles = -(-N // MMA_ROWS_PER_BLOCK)
-        n_frag = M * KS * 32 * 6
-        enc = _encoded(dev, stream.ptr, n_frag + 2 * M * G)
-        bfrag, E, X = enc[:n_frag], enc[n_frag:n_frag + M * G].view(cupy.int32), enc[n_frag + M * G:].view(cupy.int32)
-        ws, ctr = _workspace(dev, stream.ptr, num_splits * M * N if num_splits > 1 else 0, row_tiles)
-        mod = _module(dev, "bmma_gemv")
         n_words = M * KS * 8  # one warp each
-        mod.get_function("bcq::encode_bits")((-(-n_words // 4),), (128,),
-                                             (x, bfrag, E, X, np.int32(M), np.int32(K), np.int32(group_size)))
-        mod.get_function(f"bcq::bmma_gemv<{S}, {Mp}>")(
-            (num_splits, row_tiles), (128,),
-            (bfrag, E, X, planes, alpha, _null_or(beta), out, ws, ctr,
-             np.int32(M), np.int32(N), np.int32(K), np.int32(p), np.int32(group_size)))
+        _launch_exact(dev, stream, "bmma_gemv", "bcq::encode_bits", -(-n_words // 4), M * KS * 32 * 6,
+                      f"bcq::bmma_gemv<{S}, {batch_bucket(M)}>", x, planes, alpha, beta, out, M, N, K, G, p,
+                      group_size)
     return _back(out, tx)
 
 
@@ -281,27 +270,15 @@ def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None):
     if not imma_supports(M, p, group_size):
         raise ValueError(f"imma_gemm: takes at most {IMMA_PLANES[-1]} planes and groups of at most {MAX_GROUP} "
                          f"inputs; got p={p}, g={group_size} (use bcq_matmul)")
+    one_end = "true" if group_size >= 4 * 32 else "false"  # at most one group ends per 4-word step
     with stream:
         KS = -(-(K // 32) // IMMA_STEP_WORDS)
-        num_splits = _num_splits(G, group_size)
-        row_tiles = -(-N // MMA_ROWS_PER_BLOCK)
-        n_dig = KS * 32 * IMMA_STEP_WORDS * 6
-        mod = _module(dev, "imma_gemm")
+        n_warps = IMMA_TILE * KS * IMMA_STEP_WORDS  # one per (batch row of the tile, word)
         for m0 in range(0, M, IMMA_TILE):
             Mt = min(IMMA_TILE, M - m0)
-            enc = _encoded(dev, stream.ptr, n_dig + 2 * Mt * G)
-            digits, E, X = (enc[:n_dig], enc[n_dig:n_dig + Mt * G].view(np.int32),
-                            enc[n_dig + Mt * G:].view(np.int32))
-            ws, ctr = _workspace(dev, stream.ptr, num_splits * Mt * N if num_splits > 1 else 0, row_tiles)
-            n_warps = IMMA_TILE * KS * IMMA_STEP_WORDS  # one per (batch row of the tile, word)
-            mod.get_function("bcq::encode_digits")((-(-n_warps // 4),), (128,),
-                                                   (x[m0:m0 + Mt], digits, E, X, np.int32(Mt), np.int32(K),
-                                                    np.int32(group_size)))
-            one_end = "true" if group_size >= 4 * 32 else "false"  # at most one group ends per 4-word step
-            mod.get_function(f"bcq::imma_gemm<{p}, {one_end}>")(
-                (num_splits, row_tiles), (128,),
-                (digits, E, X, planes, alpha, _null_or(beta), out[m0:m0 + Mt], ws, ctr,
-                 np.int32(Mt), np.int32(N), np.int32(K), np.int32(group_size)))
+            _launch_exact(dev, stream, "imma_gemm", "bcq::encode_digits", -(-n_warps // 4),
+                          KS * 32 * IMMA_STEP_WORDS * 6, f"bcq::imma_gemm<{p}, {one_end}>", x[m0:m0 + Mt], planes,
+                          alpha, beta, out[m0:m0 + Mt], Mt, N, K, G, None, group_size)
     return _back(out, tx)
 
 
@@ -314,21 +291,29 @@ def mma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None):
         raise ValueError(f"group_size: mma_gemm takes groups of at most {MAX_GROUP} inputs, got {group_size}")
     x, planes, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(
         x, planes, alpha, beta, group_size, out, MAX_MMA_BATCH, "mma_gemm")
-    cupy = _cupy()
     with stream:
-        num_splits = _num_splits(G, group_size)
-        row_tiles = -(-N // MMA_ROWS_PER_BLOCK)
-        enc = _encoded(dev, stream.ptr, M * K + 2 * M * G)
-        xfrag, E, X = enc[:M * K], enc[M * K:M * K + M * G].view(cupy.int32), enc[M * K + M * G:].view(cupy.int32)
-        ws, ctr = _workspace(dev, stream.ptr, num_splits * M * N if num_splits > 1 else 0, row_tiles)
-        mod = _module(dev, "mma_gemm")
-        mod.get_function("bcq::encode_activations")((-(-M * G // 128),), (128,),
-                                                      (x, xfrag, E, X, np.int32(M), np.int32(K), np.int32(group_size)))
-        mod.get_function(f"bcq::mma_gemm<{1 if M <= 8 else 2}>")(
-            (num_splits, row_tiles), (128,),
-            (xfrag, E, X, planes, alpha, _null_or(beta), out, ws, ctr,
-             np.int32(M), np.int32(N), np.int32(K), np.int32(p), np.int32(group_size)))
+        _launch_exact(dev, stream, "mma_gemm", "bcq::encode_activations", -(-M * G // 128), M * K,
+                      f"bcq::mma_gemm<{1 if M <= 8 else 2}>", x, planes, alpha, beta, out, M, N, K, G, p, group_size)
     return _back(out, tx)
+
+
+def _launch_exact(dev, stream, module, encoder, encode_blocks, n_frag, kernel, x, planes, alpha, beta, out,
+                  M, N, K, G, p, group_size):
+    """The two launches of every exact tensor-core kernel, on the current stream: the encoder turns x
+    into the kernel's activation fragments (n_frag words) and each group's E and X, then the GEMM
+    (grid: contract splits x 64-row tiles; p is passed unless the kernel has it as a template
+    parameter, p=None)."""
+    num_splits = _num_splits(G, group_size)
+    row_tiles = -(-N // MMA_ROWS_PER_BLOCK)
+    enc = _encoded(dev, stream.ptr, n_frag + 2 * M * G)
+    frag, E, X = enc[:n_frag], enc[n_frag:n_frag + M * G].view(np.int32), enc[n_frag + M * G:].view(np.int32)
+    ws, ctr = _workspace(dev, stream.ptr, num_splits * M * N if num_splits > 1 else 0, row_tiles)
+    mod = _module(dev, module)
+    mod.get_function(encoder)((encode_blocks,), (128,),
+                              (x, frag, E, X, np.int32(M), np.int32(K), np.int32(group_size)))
+    sizes = (M, N, K) + ((p,) if p is not None else ()) + (group_size,)
+    mod.get_function(kernel)((num_splits, row_tiles), (128,),
+                             (frag, E, X, planes, alpha, _null_or(beta), out, ws, ctr) + tuple(np.int32(v) for v in sizes))
 
 
 _encoded_scratch: dict = {}
