@@ -195,6 +195,8 @@ def run_demo(config: DemoConfig, out_dir, fp_model=None, tokenizer=None, corpus:
         if cal_key not in config.methods and e2e_key not in config.methods:
             del model
             continue
+        quant = {"method": method, "bits": list(bits), "group_size": g, "iters": config.iters,
+                 "importance": "mean x^2 per input channel", "calibration": asdict(config.calib)}
         with timer(cal_key):  # scored also when only "+e2e" was asked for: it is that stage's starting point
             stats = calibrate(model, fp, calib_ids, config.calib, progress=progress)
             finish(cal_key, _row(METHODS[cal_key], True, _score_bcq(model, ref, bits, cal_key, progress),
@@ -203,10 +205,7 @@ def run_demo(config: DemoConfig, out_dir, fp_model=None, tokenizer=None, corpus:
                                                "mse_after": s.mse_after, "reverted": s.reverted} for s in stats]
         if cal_key == MAIN:
             with timer("save+generate"):
-                path = save_checkpoint(model, out_dir / "model.safetensors", models.model_id(fp),
-                                       quant={"method": method, "bits": list(bits), "group_size": g,
-                                              "iters": config.iters, "importance": "mean x^2 per input channel",
-                                              "calibration": asdict(config.calib)})
+                path = save_checkpoint(model, out_dir / "model.safetensors", models.model_id(fp), quant=quant)
                 extra["checkpoint"] = str(path)
                 extra["memory"] = evaluate.memory_bytes(model)
                 extra["continuations"] = {"fp": fp_text}
@@ -220,13 +219,10 @@ def run_demo(config: DemoConfig, out_dir, fp_model=None, tokenizer=None, corpus:
                 e2e_stats = train_e2e(model, fp, e2e_ids, config.e2e, progress=progress)
                 finish(e2e_key, _row(METHODS[e2e_key], True, _score_bcq(model, ref, bits, e2e_key, progress),
                                      _bpw(model, bits), ref))
-                extra[f"e2e_{method}"] = [{"p": s.p, "kl_before": s.kl_before, "kl_after": s.kl_after,
-                                           "reverted": s.reverted, "losses": s.losses} for s in e2e_stats]
+                extra[f"e2e_{method}"] = [asdict(s) for s in e2e_stats]
                 extra[f"checkpoint_{method}_e2e"] = str(save_checkpoint(
                     model, out_dir / f"model_{method}_cal_e2e.safetensors", models.model_id(fp),
-                    quant={"method": method, "bits": list(bits), "group_size": g, "iters": config.iters,
-                           "importance": "mean x^2 per input channel", "calibration": asdict(config.calib),
-                           "e2e": asdict(config.e2e)}))
+                    quant={**quant, "e2e": asdict(config.e2e)}))
         del model
     seeds = [s for s in (3, 2) if f"anyprec{s}" in config.methods and s <= max(bits)]
     if seeds:
