@@ -78,12 +78,18 @@ __device__ __forceinline__ void imma_16832(int (&c)[4], u32 a0, u32 a1, u32 a2, 
 // (ONE_END: groups of at least 4 words, so at most one group ends in a step) that group's epilogue
 // operands: its word in the step (e_end, 4 if none), scales and offsets of rows a, b, and X, E of the
 // thread's two batch rows.
+template <int NAL>
+struct GroupOperands {
+  __half2 al[NAL], be;  // (row a, row b) scales of NAL planes, offsets
+  int X[2], E[2];       // of the thread's two batch rows
+};
+
 template <int P, bool ONE_END>
 struct ImmaStep {
   u32 wa[P][kStepWordsI8], wb[P][kStepWordsI8];
   u32 b[kStepWordsI8][kDigitRegs];
-  __half2 al[ONE_END ? P : 1], be;
-  int X[2], E[2], e_end;
+  GroupOperands<ONE_END ? P : 1> ops;
+  int e_end;
 };
 
 template <int P, bool ONE_END>
@@ -113,19 +119,20 @@ __device__ __forceinline__ void imma_gemm_body(
   const int col0 = 2 * tig, col1 = 2 * tig + 1;  // the C fragment's batch rows of this thread
   const bool live0 = col0 < M, live1 = col1 < M;
 
-  // Epilogue operands of group grp for this thread: scales and offset of rows a, b; X, E of its batch rows.
-  auto operands = [&](int grp, __half2 (&al)[ONE_END ? P : 1], __half2& be, int (&X)[2], int (&E)[2]) {
+  // Epilogue operands of group grp for this thread (the !ONE_END path reads one plane's scales at a
+  // time in the epilogue instead, which keeps its registers low).
+  auto operands = [&](int grp, GroupOperands<ONE_END ? P : 1>& o) {
     const __half zero = __float2half_rn(0.0f);
 #pragma unroll
-    for (int i = 0; i < (ONE_END ? P : 0); ++i)  // (the other path reads one plane's scales at a time)
-      al[i] = __halves2half2(ok_a ? alpha[i * alpha_stride + (size_t)row_a * G + grp] : zero,
-                             ok_b ? alpha[i * alpha_stride + (size_t)row_b * G + grp] : zero);
-    be = __halves2half2((beta != nullptr && ok_a) ? beta[(size_t)row_a * G + grp] : zero,
-                        (beta != nullptr && ok_b) ? beta[(size_t)row_b * G + grp] : zero);
-    X[0] = live0 ? __ldg(X_in + col0 * G + grp) : 0;
-    X[1] = live1 ? __ldg(X_in + col1 * G + grp) : 0;
-    E[0] = live0 ? __ldg(E_in + col0 * G + grp) : 0;
-    E[1] = live1 ? __ldg(E_in + col1 * G + grp) : 0;
+    for (int i = 0; i < (ONE_END ? P : 0); ++i)
+      o.al[i] = __halves2half2(ok_a ? alpha[i * alpha_stride + (size_t)row_a * G + grp] : zero,
+                               ok_b ? alpha[i * alpha_stride + (size_t)row_b * G + grp] : zero);
+    o.be = __halves2half2((beta != nullptr && ok_a) ? beta[(size_t)row_a * G + grp] : zero,
+                          (beta != nullptr && ok_b) ? beta[(size_t)row_b * G + grp] : zero);
+    o.X[0] = live0 ? __ldg(X_in + col0 * G + grp) : 0;
+    o.X[1] = live1 ? __ldg(X_in + col1 * G + grp) : 0;
+    o.E[0] = live0 ? __ldg(E_in + col0 * G + grp) : 0;
+    o.E[1] = live1 ? __ldg(E_in + col1 * G + grp) : 0;
   };
 
   auto load = [&](ImmaStep<P, ONE_END>& st, int s) {
@@ -133,7 +140,7 @@ __device__ __forceinline__ void imma_gemm_body(
     if constexpr (ONE_END) {  // the group ending in this step, if any (splits start on a group)
       const int o = (s * kStepWordsI8) % wpg, e_end = wpg - 1 - o;
       st.e_end = (e_end < kStepWordsI8 && kw0 + e_end < kw_end) ? e_end : kStepWordsI8;
-      if (st.e_end < kStepWordsI8) operands((kw0 + e_end) / wpg, st.al, st.be, st.X, st.E);
+      if (st.e_end < kStepWordsI8) operands((kw0 + e_end) / wpg, st.ops);
     }
     if (aligned && kw0 + kStepWordsI8 <= kw_end) {
 #pragma unroll
@@ -219,20 +226,16 @@ __device__ __forceinline__ void imma_gemm_body(
         left = wpg;
       }
       // The group is complete: contract steps 2-4 for the thread's 4 outputs (rows a, b x 2 batch rows).
-      __half2 al_now[ONE_END ? P : 1], be_now = cur.be;
-      int X_now[2] = {0, 0}, E_now[2] = {0, 0};
-      if constexpr (!ONE_END) operands(grp, al_now, be_now, X_now, E_now);
-      const __half2* al = ONE_END ? cur.al : al_now;
-      const __half2 be = ONE_END ? cur.be : be_now;
-      const int X0 = ONE_END ? cur.X[0] : X_now[0], X1 = ONE_END ? cur.X[1] : X_now[1];
-      const int E0 = ONE_END ? cur.E[0] : E_now[0], E1 = ONE_END ? cur.E[1] : E_now[1];
+      GroupOperands<ONE_END ? P : 1> op;
+      if constexpr (ONE_END) op = cur.ops;
+      else operands(grp, op);
       float a[4];
 #pragma unroll
       for (int i = 0; i < P; ++i) {
         float al_a, al_b;
         if constexpr (ONE_END) {
-          al_a = __low2float(al[i]);
-          al_b = __high2float(al[i]);
+          al_a = __low2float(op.al[i]);
+          al_b = __high2float(op.al[i]);
         } else {  // one plane's scales at a time keeps the registers of the many-groups-per-step path low
           al_a = ok_a ? __half2float(alpha[i * alpha_stride + (size_t)row_a * G + grp]) : 0.0f;
           al_b = ok_b ? __half2float(alpha[i * alpha_stride + (size_t)row_b * G + grp]) : 0.0f;
@@ -240,17 +243,17 @@ __device__ __forceinline__ void imma_gemm_body(
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
           const int S = acc[i][2][c] * 16384 + acc[i][1][c] * 128 + acc[i][0][c];
-          const int D = 2 * S - ((c & 1) ? X1 : X0);
+          const int D = 2 * S - op.X[c & 1];
           const float term = __fmul_rn(c < 2 ? al_a : al_b, __int2float_rn(D));
           a[c] = (i == 0) ? term : __fadd_rn(a[c], term);
           acc[i][0][c] = acc[i][1][c] = acc[i][2][c] = 0;
         }
       }
-      const float be_a = __low2float(be), be_b = __high2float(be);
+      const float be_a = __low2float(op.be), be_b = __high2float(op.be);
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         float v = a[c];
-        const int X = (c & 1) ? X1 : X0, E = (c & 1) ? E1 : E0;
+        const int X = op.X[c & 1], E = op.E[c & 1];
         if (beta != nullptr) v = __fadd_rn(v, __fmul_rn(c < 2 ? be_a : be_b, __int2float_rn(X)));
         // v 2^(E - 21) by one multiply: the power of two is a normal float (E - 21 in [-44, -5]),
         // so this is ldexp's single rounding, subnormal results included.
