@@ -10,17 +10,21 @@
 // Each dot product is exact in int32 (|beta . h| <= 256 * 128), and so is S_i (|S_i| < 2^29).  A plane
 // word becomes the mma's A fragment with one shift and one AND per register: the bits a thread owns
 // in the fragment are chosen to be 4 bits of the word 8 apart, exactly the bytes of (word >> s) & 0x01010101.
-// Against mma_gemm.cu (fp16 digits, one rotate + AND per two weights, 4 mma per word) that is half
-// the unpacking and 3/4 of the mma; against bmma_gemv.cu the cost does not grow with the batch (the
-// 8 batch rows are the mma's 8 columns).
+// The 8 batch rows are the mma's 8 columns, so the cost does not grow with the batch.
 //
 // Fragments of mma.m16n8k32 (thread: gid = lane / 4, tig = lane % 4), for plane word w of a row:
 //   A reg 0 / 2 (rows gid, gid + 8 in regs 0-1, 2-3): byte j = bit tig + 8j / bit tig + 4 + 8j of w
 //   B reg 0 / 1 (column gid = batch row): byte j = digit of input tig + 8j / tig + 4 + 8j of the word
 // so fragment position k of A and of B is the same input, whatever order the tensor core adds in.
 //
-// Loop nest of one warp (16 rows, one split of the contract's groups; steps of 4 words = 128 inputs):
-//   for step in split:                                      (the next step's loads already in flight)
+// Data movement.  A block is 4 warps of 16 rows; all of them walk the same split in steps of 4 words
+// (128 inputs).  A step's plane words (16 bytes per row and plane) and its B fragments (768 bytes
+// per word, the same for every row) go global -> shared memory by cp.async, STAGES - 1 steps ahead
+// of the step being multiplied: the loads in flight no longer depend on how many warps fit or on
+// registers, and the block fetches the activations once instead of once per warp.
+//
+// Loop nest of one warp (16 rows, one split of the contract's groups):
+//   for step in split:                    (steps s+1 .. s+STAGES-1 in flight to shared memory)
 //     for word in step, plane i < P:  acc[i][digit] += A(word) * B(word, digit)     (3 mma)
 //       at the last word of a group:  S_i = 2^14 acc_h + 2^7 acc_m + acc_l          (exact)
 //                                     a = a + alpha_i * float(2 S_i - X)            (plane order)
@@ -38,24 +42,25 @@ using u32 = unsigned int;
 constexpr int kImmaWarps = 4;
 constexpr int kImmaRows = 16;         // rows per warp (the mma's M)
 constexpr int kStepWordsI8 = 4;       // words per pipeline step
-constexpr int kDigitRegs = 6;         // per word and lane: 3 digits x B regs 0, 1
+constexpr int kWordFrag = 3 * 32;     // B fragments of one word: [3 digits][32 lanes] of uint2 (regs 0, 1)
 constexpr u32 kByteOnes = 0x01010101u;
+constexpr int kImmaSmemBytes = 46 * 1024;  // the ring stays under the 48 KB of static shared memory
 
-// x [M, K] (M <= 8) -> digits u32 [KS, 32 lanes, 4 words, 6], E int [M, G], X int [M, G];  KS = ceil(K / 128).
-// Register (lane = 4 n + tig, word, 2 d + half) byte j = digit d of fix[n, 32 word + tig + 4 half + 8 j];
-// zero for n >= M and for words past K.  One warp per (n < 8, word): lane k owns input 32 word + k, and
-// gathers the bytes of its register by four shuffles.  x 2^(21 - E) is exact (a power of two, no
-// overflow), so it equals the reference's ldexp.
+// x [M, K] (M <= 8) -> digits uint2 [K/32 words, 3 digits, 32 lanes], E int [M, G], X int [M, G].
+// Lane (4 n + tig)'s uint2 of digit d: .x byte j = digit d of fix[n, 32 word + tig + 8 j],
+// .y byte j = of input tig + 4 + 8 j; zero for n >= M.  One warp per (n < 8, word): lane k owns input
+// 32 word + k, and gathers the bytes of its register by four shuffles.  x 2^(21 - E) is exact (a power
+// of two, no overflow), so it equals the reference's ldexp.
 __global__ void encode_digits(const __half* __restrict__ x, u32* __restrict__ digits, int* __restrict__ E_out,
                               int* __restrict__ X_out, int M, int K, int group_size) {
-  const int KW = K >> 5, KS = (KW + kStepWordsI8 - 1) / kStepWordsI8, G = K / group_size;
+  const int KW = K >> 5, G = K / group_size;
   const int idx = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
-  if (idx >= 8 * KS * kStepWordsI8) return;  // whole warps leave together
-  const int n = idx / (KS * kStepWordsI8), w = idx % (KS * kStepWordsI8);
+  if (idx >= 8 * KW) return;  // whole warps leave together
+  const int n = idx / KW, w = idx % KW;
   int f = 0;
-  if (n < M && w < KW) f = warp_fix(x + (size_t)n * K, w, group_size, E_out + n * G, X_out + n * G, lane);
+  if (n < M) f = warp_fix(x + (size_t)n * K, w, group_size, E_out + n * G, X_out + n * G, lane);
   // lane < 24 builds register (tig = lane % 4, r = lane / 4 = 2 d + half)
-  const int tig = lane & 3, r = (lane >> 2) % kDigitRegs, d = r >> 1, half = r & 1;
+  const int tig = lane & 3, r = (lane >> 2) % 6, d = r >> 1, half = r & 1;
   u32 reg = 0u;
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
@@ -63,8 +68,7 @@ __global__ void encode_digits(const __half* __restrict__ x, u32* __restrict__ di
     const u32 byte = d == 0 ? (v & 127) : d == 1 ? ((v >> 7) & 127) : ((v >> 14) & 255);  // h: two's complement
     reg |= byte << (8 * j);
   }
-  if (lane < 4 * kDigitRegs)
-    digits[(((size_t)(w / kStepWordsI8) * 32 + n * 4 + tig) * kStepWordsI8 + w % kStepWordsI8) * kDigitRegs + r] = reg;
+  if (lane < 24) digits[(((size_t)w * 3 + d) * 32 + n * 4 + tig) * 2 + half] = reg;
 }
 
 __device__ __forceinline__ void imma_16832(int (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
@@ -74,23 +78,37 @@ __device__ __forceinline__ void imma_16832(int (&c)[4], u32 a0, u32 a1, u32 a2, 
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// One step's loads: 4 plane words of the thread's two rows per plane, the step's B fragments, and
-// (ONE_END: groups of at least 4 words, so at most one group ends in a step) that group's epilogue
-// operands: its word in the step (e_end, 4 if none), scales and offsets of rows a, b, and X, E of the
-// thread's two batch rows.
+// cp.async global -> shared; src_bytes = 0 fills zeros without reading (rows past N, words past K).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem, int src_bytes) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// One ring slot: a step's plane words ([plane][block row] -> 4 words) and B fragments.
+template <int P>
+struct ImmaSlot {
+  uint4 planes[P][kImmaWarps * kImmaRows];
+  uint2 frag[kStepWordsI8][kWordFrag];
+};
+template <int P>
+constexpr int kImmaStages = kImmaSmemBytes / (int)sizeof(ImmaSlot<P>) < 8 ? kImmaSmemBytes / (int)sizeof(ImmaSlot<P>) : 8;
+
+// A group's epilogue operands for this thread: scales (rows a, b) of NAL planes, offsets, and X, E of
+// the thread's two batch rows.
 template <int NAL>
 struct GroupOperands {
-  __half2 al[NAL], be;  // (row a, row b) scales of NAL planes, offsets
-  int X[2], E[2];       // of the thread's two batch rows
+  __half2 al[NAL], be;
+  int X[2], E[2];
 };
 
-template <int P, bool ONE_END>
-struct ImmaStep {
-  u32 wa[P][kStepWordsI8], wb[P][kStepWordsI8];
-  u32 b[kStepWordsI8][kDigitRegs];
-  GroupOperands<ONE_END ? P : 1> ops;
-  int e_end;
-};
+__device__ __forceinline__ u32 word_of(const uint4& v, int e) { return e == 0 ? v.x : e == 1 ? v.y : e == 2 ? v.z : v.w; }
 
 template <int P, bool ONE_END>
 __device__ __forceinline__ void imma_gemm_body(
@@ -98,88 +116,102 @@ __device__ __forceinline__ void imma_gemm_body(
     const u32* __restrict__ planes, const __half* __restrict__ alpha, const __half* __restrict__ beta,
     __half* __restrict__ y, float* __restrict__ workspace, unsigned int* __restrict__ counters,
     int M, int N, int K, int group_size) {
+  constexpr int kRows = kImmaWarps * kImmaRows, kThreads = kImmaWarps * 32, kStages = kImmaStages<P>;
+  static_assert(kStages >= 2, "the ring needs two slots");
+  __shared__ ImmaSlot<P> ring[kStages];
+
   const int KW = K >> 5, G = K / group_size, wpg = group_size >> 5;
   const int groups_per_split = kExactSplitInputs / group_size;
   const int num_splits = (G + groups_per_split - 1) / groups_per_split;
   const int split = blockIdx.x;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
-  const int n0 = (blockIdx.y * kImmaWarps + warp) * kImmaRows;
-  const int row_a = n0 + gid, row_b = row_a + 8;
-  const bool ok_a = row_a < N, ok_b = row_b < N;
+  const int row0 = blockIdx.y * kRows;
+  const int ra = warp * kImmaRows + gid, rb = ra + 8;  // the thread's rows in the block
+  const int row_a = row0 + ra, row_b = row0 + rb;
   const size_t plane_stride = (size_t)N * KW, alpha_stride = (size_t)N * G;
   const int g_begin = split * groups_per_split, g_end = min(g_begin + groups_per_split, G);
   const int kw_begin = g_begin * wpg, kw_end = g_end * wpg;
   const int n_steps = (kw_end - kw_begin + kStepWordsI8 - 1) / kStepWordsI8;
-  // 16-byte loads of 4 words (planes) and of a step's B fragments need step-aligned words
+  // 16-byte copies of a row's 4 words need step-aligned words
   const bool aligned = (KW % kStepWordsI8) == 0 && (kw_begin % kStepWordsI8) == 0;
-
-  const u32* pa = planes + (size_t)(ok_a ? row_a : 0) * KW;
-  const u32* pb = planes + (size_t)(ok_b ? row_b : 0) * KW;
-  const u32* pd = digits + (size_t)lane * kStepWordsI8 * kDigitRegs;
   const int col0 = 2 * tig, col1 = 2 * tig + 1;  // the C fragment's batch rows of this thread
-  const bool live0 = col0 < M, live1 = col1 < M;
 
-  // Epilogue operands of group grp for this thread (the !ONE_END path reads one plane's scales at a
-  // time in the epilogue instead, which keeps its registers low).
-  auto operands = [&](int grp, GroupOperands<ONE_END ? P : 1>& o) {
-    const __half zero = __float2half_rn(0.0f);
+  // What this thread copies each step, fixed for the whole loop: NC (plane, block row) chunks of 16
+  // bytes, ND 16-byte pieces of the step's B fragments.  Rows past N read row 0 with zero bytes
+  // (cp.async fills zeros); their outputs are never stored.
+  constexpr int NC = (P * kRows + kThreads - 1) / kThreads;
+  constexpr int kFragChunks = kWordFrag * 8 / 16;  // 16-byte pieces of one word's fragments
+  constexpr int ND = (kStepWordsI8 * kFragChunks + kThreads - 1) / kThreads;
+  const u32* plane_src[NC];
+  int plane_dst[NC], plane_bytes[NC];
 #pragma unroll
-    for (int i = 0; i < (ONE_END ? P : 0); ++i)
-      o.al[i] = __halves2half2(ok_a ? alpha[i * alpha_stride + (size_t)row_a * G + grp] : zero,
-                               ok_b ? alpha[i * alpha_stride + (size_t)row_b * G + grp] : zero);
-    o.be = __halves2half2((beta != nullptr && ok_a) ? beta[(size_t)row_a * G + grp] : zero,
-                          (beta != nullptr && ok_b) ? beta[(size_t)row_b * G + grp] : zero);
-    o.X[0] = live0 ? __ldg(X_in + col0 * G + grp) : 0;
-    o.X[1] = live1 ? __ldg(X_in + col1 * G + grp) : 0;
-    o.E[0] = live0 ? __ldg(E_in + col0 * G + grp) : 0;
-    o.E[1] = live1 ? __ldg(E_in + col1 * G + grp) : 0;
+  for (int j = 0; j < NC; ++j) {
+    const int c = threadIdx.x + j * kThreads, i = c / kRows, r = c % kRows, row = row0 + r;
+    const bool live = c < P * kRows && row < N;
+    plane_src[j] = planes + (live ? i * plane_stride + (size_t)row * KW : 0);
+    plane_dst[j] = (c < P * kRows) ? i * kRows + r : -1;
+    plane_bytes[j] = live ? 16 : 0;
+  }
+  int frag_word[ND], frag_off[ND];  // the word of the step, and the uint4 within its fragments
+  bool frag_live[ND];
+#pragma unroll
+  for (int j = 0; j < ND; ++j) {
+    const int c = threadIdx.x + j * kThreads;
+    frag_live[j] = c < kStepWordsI8 * kFragChunks;
+    frag_word[j] = c / kFragChunks;
+    frag_off[j] = c % kFragChunks;
+  }
+
+  // Step s -> ring slot s % kStages, by the whole block; always one commit group per call, so that
+  // wait_group counts steps.
+  auto issue = [&](int s) {
+    if (s < n_steps) {
+      ImmaSlot<P>& sl = ring[s % kStages];
+      const int kw0 = kw_begin + s * kStepWordsI8;
+      if (aligned && kw0 + kStepWordsI8 <= kw_end) {
+#pragma unroll
+        for (int j = 0; j < NC; ++j)
+          if (plane_dst[j] >= 0) cp_async16(&sl.planes[0][0] + plane_dst[j], plane_src[j] + kw0, plane_bytes[j]);
+      } else {  // a split or a row that does not start on a 4-word boundary, or the split's last words
+#pragma unroll
+        for (int j = 0; j < NC; ++j) {
+          if (plane_dst[j] < 0) continue;
+#pragma unroll
+          for (int e = 0; e < kStepWordsI8; ++e) {
+            const bool in = plane_bytes[j] != 0 && kw0 + e < kw_end;
+            cp_async4(reinterpret_cast<u32*>(&sl.planes[0][0] + plane_dst[j]) + e, in ? plane_src[j] + kw0 + e : planes,
+                      in ? 4 : 0);
+          }
+        }
+      }
+      const uint4* src = reinterpret_cast<const uint4*>(digits + (size_t)kw0 * kWordFrag * 2);
+#pragma unroll
+      for (int j = 0; j < ND; ++j)
+        if (frag_live[j] && kw0 + frag_word[j] < kw_end)  // words past the split are never multiplied
+          cp_async16(reinterpret_cast<uint4*>(sl.frag[frag_word[j]]) + frag_off[j],
+                     src + frag_word[j] * kFragChunks + frag_off[j], 16);
+    }
+    cp_async_commit();
   };
 
-  auto load = [&](ImmaStep<P, ONE_END>& st, int s) {
-    const int kw0 = kw_begin + s * kStepWordsI8;
-    if constexpr (ONE_END) {  // the group ending in this step, if any (splits start on a group)
-      const int o = (s * kStepWordsI8) % wpg, e_end = wpg - 1 - o;
-      st.e_end = (e_end < kStepWordsI8 && kw0 + e_end < kw_end) ? e_end : kStepWordsI8;
-      if (st.e_end < kStepWordsI8) operands((kw0 + e_end) / wpg, st.ops);
-    }
-    if (aligned && kw0 + kStepWordsI8 <= kw_end) {
+  // Epilogue operands of group grp.  Rows past N and batch rows past M read row N - 1 / M - 1: valid
+  // addresses, and outputs that are never stored.
+  const __half* alpha_a = alpha + (size_t)min(row_a, N - 1) * G;
+  const __half* alpha_b = alpha + (size_t)min(row_b, N - 1) * G;
+  const int* X0 = X_in + min(col0, M - 1) * G;
+  const int* X1 = X_in + min(col1, M - 1) * G;
+  const int* E0 = E_in + min(col0, M - 1) * G;
+  const int* E1 = E_in + min(col1, M - 1) * G;
+  auto operands = [&](int grp, GroupOperands<ONE_END ? P : 1>& o) {
 #pragma unroll
-      for (int i = 0; i < P; ++i) {
-        uint4 va = make_uint4(0u, 0u, 0u, 0u), vb = va;
-        if (ok_a) va = __ldg(reinterpret_cast<const uint4*>(pa + i * plane_stride + kw0));
-        if (ok_b) vb = __ldg(reinterpret_cast<const uint4*>(pb + i * plane_stride + kw0));
-        st.wa[i][0] = va.x; st.wa[i][1] = va.y; st.wa[i][2] = va.z; st.wa[i][3] = va.w;
-        st.wb[i][0] = vb.x; st.wb[i][1] = vb.y; st.wb[i][2] = vb.z; st.wb[i][3] = vb.w;
-      }
-      const uint4* src = reinterpret_cast<const uint4*>(pd + (size_t)(kw0 / kStepWordsI8) * 32 * kStepWordsI8 * kDigitRegs);
-#pragma unroll
-      for (int q = 0; q < kStepWordsI8 * kDigitRegs / 4; ++q) {
-        const uint4 v = __ldg(src + q);
-        st.b[(4 * q) / kDigitRegs][(4 * q) % kDigitRegs] = v.x;
-        st.b[(4 * q + 1) / kDigitRegs][(4 * q + 1) % kDigitRegs] = v.y;
-        st.b[(4 * q + 2) / kDigitRegs][(4 * q + 2) % kDigitRegs] = v.z;
-        st.b[(4 * q + 3) / kDigitRegs][(4 * q + 3) % kDigitRegs] = v.w;
-      }
-    } else {  // a split or a row that does not start on a 4-word boundary, or the split's last words
-#pragma unroll
-      for (int e = 0; e < kStepWordsI8; ++e) {
-        const int kw = kw0 + e;
-        const bool in = kw < kw_end;
-#pragma unroll
-        for (int i = 0; i < P; ++i) {
-          st.wa[i][e] = (in && ok_a) ? __ldg(pa + i * plane_stride + kw) : 0u;
-          st.wb[i][e] = (in && ok_b) ? __ldg(pb + i * plane_stride + kw) : 0u;
-        }
-        const uint2* src = reinterpret_cast<const uint2*>(
-            pd + ((size_t)(kw / kStepWordsI8) * 32 * kStepWordsI8 + kw % kStepWordsI8) * kDigitRegs);
-#pragma unroll
-        for (int q = 0; q < kDigitRegs / 2; ++q) {
-          const uint2 v = in ? __ldg(src + q) : make_uint2(0u, 0u);
-          st.b[e][2 * q] = v.x;
-          st.b[e][2 * q + 1] = v.y;
-        }
-      }
-    }
+    for (int i = 0; i < (ONE_END ? P : 0); ++i)
+      o.al[i] = __halves2half2(alpha_a[i * alpha_stride + grp], alpha_b[i * alpha_stride + grp]);
+    o.be = beta != nullptr ? __halves2half2(beta[(alpha_a - alpha) + grp], beta[(alpha_b - alpha) + grp])
+                           : __float2half2_rn(0.0f);
+    o.X[0] = __ldg(X0 + grp);
+    o.X[1] = __ldg(X1 + grp);
+    o.E[0] = __ldg(E0 + grp);
+    o.E[1] = __ldg(E1 + grp);
   };
 
   int acc[P][3][4];
@@ -193,41 +225,68 @@ __device__ __forceinline__ void imma_gemm_body(
   int grp = g_begin;                 // the current group
   [[maybe_unused]] int left = wpg;   // its words still to come (!ONE_END)
 
-  ImmaStep<P, ONE_END> cur, nxt;  // loads run one step ahead
-  load(cur, 0);
+  // ONE_END (g >= 128: a group spans at least one step, so at most one group ends in a step): the
+  // word of the step where a group ends (kStepWordsI8 if none), kept step by step from the offset of
+  // the step's first word in its group, and that group's operands, loaded a step ahead.
+  GroupOperands<ONE_END ? P : 1> ops_cur, ops_nxt;
+  int end_cur = kStepWordsI8, end_nxt = kStepWordsI8, offset = 0, g_ops = g_begin;
+  if constexpr (ONE_END) {
+    end_cur = wpg - 1 < kStepWordsI8 ? wpg - 1 : kStepWordsI8;
+    if (end_cur < kStepWordsI8) operands(g_ops++, ops_cur);
+  }
+#pragma unroll 1
+  for (int s = 0; s < kStages - 1; ++s) issue(s);
+
+#pragma unroll 1
   for (int s = 0; s < n_steps; ++s) {
-    if (s + 1 < n_steps) load(nxt, s + 1);
+    cp_async_wait<kStages - 2>();  // step s has landed (this thread's copies) ...
+    __syncthreads();               // ... everyone's, and slot (s - 1) % kStages is free again
+    issue(s + kStages - 1);
+    if constexpr (ONE_END) {
+      offset += kStepWordsI8;
+      if (offset >= wpg) offset -= wpg;  // of step s + 1
+      end_nxt = wpg - 1 - offset < kStepWordsI8 ? wpg - 1 - offset : kStepWordsI8;
+      if (end_nxt < kStepWordsI8 && s + 1 < n_steps) operands(g_ops++, ops_nxt);
+    }
     const int kw0 = kw_begin + s * kStepWordsI8;
-    // At the start of each 128-byte line of plane words, the next line of this quad's two rows
-    // (and their scales 32 words on) goes to L2, so the register loads wait for L2, not HBM.
+    // scales of the groups 32 words on go to L2 now, so that the operand loads wait for L2, not HBM
     if (tig == 0 && (kw0 & 31) == 0 && kw0 + 32 < kw_end) {
       const int gpre = (kw0 + 32) / wpg;
+#pragma unroll
       for (int i = 0; i < P; ++i) {
-        if (ok_a) asm volatile("prefetch.global.L2 [%0];" :: "l"(pa + i * plane_stride + kw0 + 32));
-        if (ok_b) asm volatile("prefetch.global.L2 [%0];" :: "l"(pb + i * plane_stride + kw0 + 32));
-        if (ok_a) asm volatile("prefetch.global.L2 [%0];" :: "l"(alpha + i * alpha_stride + (size_t)row_a * G + gpre));
-        if (ok_b) asm volatile("prefetch.global.L2 [%0];" :: "l"(alpha + i * alpha_stride + (size_t)row_b * G + gpre));
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(alpha_a + i * alpha_stride + gpre));
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(alpha_b + i * alpha_stride + gpre));
       }
+    }
+    const ImmaSlot<P>& sl = ring[s % kStages];
+    uint4 wa[P], wb[P];
+#pragma unroll
+    for (int i = 0; i < P; ++i) {
+      wa[i] = sl.planes[i][ra];
+      wb[i] = sl.planes[i][rb];
     }
 #pragma unroll
     for (int e = 0; e < kStepWordsI8; ++e) {
       if (kw0 + e >= kw_end) break;
+      uint2 b[3];
+#pragma unroll
+      for (int d = 0; d < 3; ++d) b[d] = sl.frag[e][d * 32 + lane];
 #pragma unroll
       for (int i = 0; i < P; ++i) {
-        const u32 ta = cur.wa[i][e] >> tig, tb = cur.wb[i][e] >> tig;
+        const u32 ta = word_of(wa[i], e) >> tig, tb = word_of(wb[i], e) >> tig;
         const u32 a0 = ta & kByteOnes, a1 = tb & kByteOnes, a2 = (ta >> 4) & kByteOnes, a3 = (tb >> 4) & kByteOnes;
 #pragma unroll
-        for (int d = 0; d < 3; ++d) imma_16832(acc[i][d], a0, a1, a2, a3, cur.b[e][2 * d], cur.b[e][2 * d + 1]);
+        for (int d = 0; d < 3; ++d) imma_16832(acc[i][d], a0, a1, a2, a3, b[d].x, b[d].y);
       }
       if constexpr (ONE_END) {
-        if (e != cur.e_end) continue;
+        if (e != end_cur) continue;
       } else {
         if (--left > 0) continue;
         left = wpg;
       }
       // The group is complete: contract steps 2-4 for the thread's 4 outputs (rows a, b x 2 batch rows).
       GroupOperands<ONE_END ? P : 1> op;
-      if constexpr (ONE_END) op = cur.ops;
+      if constexpr (ONE_END) op = ops_cur;
       else operands(grp, op);
       float a[4];
 #pragma unroll
@@ -237,8 +296,8 @@ __device__ __forceinline__ void imma_gemm_body(
           al_a = __low2float(op.al[i]);
           al_b = __high2float(op.al[i]);
         } else {  // one plane's scales at a time keeps the registers of the many-groups-per-step path low
-          al_a = ok_a ? __half2float(alpha[i * alpha_stride + (size_t)row_a * G + grp]) : 0.0f;
-          al_b = ok_b ? __half2float(alpha[i * alpha_stride + (size_t)row_b * G + grp]) : 0.0f;
+          al_a = __half2float(alpha_a[i * alpha_stride + grp]);
+          al_b = __half2float(alpha_b[i * alpha_stride + grp]);
         }
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
@@ -262,8 +321,12 @@ __device__ __forceinline__ void imma_gemm_body(
       }
       ++grp;
     }
-    cur = nxt;
+    if constexpr (ONE_END) {
+      ops_cur = ops_nxt;
+      end_cur = end_nxt;
+    }
   }
+  cp_async_wait<0>();  // no copy outlives the block (the trailing commit groups are empty)
 
   // C layout: c = 0, 1 -> row_a, batch rows 2 tig, 2 tig + 1; c = 2, 3 -> row_b.
 #pragma unroll
@@ -273,17 +336,16 @@ __device__ __forceinline__ void imma_gemm_body(
     store_split_output(y, workspace, num_splits, split, M, N, col, row, ysum[c]);
   }
   if (num_splits == 1) return;
-  finish_split_k(workspace, counters, y, M, N, num_splits, blockIdx.y * kImmaWarps * kImmaRows,
-                 kImmaWarps * kImmaRows);
+  finish_split_k(workspace, counters, y, M, N, num_splits, row0, kRows);
 }
 
 // P = p planes (1..4, checked by gpu/kernels.py before launch): a template parameter so that the
-// registers of one step hold exactly the planes the call reads.  ONE_END: g >= 128 (a group spans at
-// least one step), so a group's epilogue operands can be loaded a step ahead with its weights.
-// The kernel waits on memory latency, so resident warps count: 3 blocks per SM for p <= 2 (168
-// registers, no spills), 2 above (3 would spill).
+// registers hold exactly the planes the call reads.  ONE_END: g >= 128 (a group spans at least one
+// step), so a group's epilogue operands can be loaded a step ahead.  Blocks of 4 warps (64 rows):
+// 8 warps fetch the activations half as often but measured slower on every benchmark shape (H200).
+// 4 blocks per SM for p <= 2, 3 above (the register budget; more would spill).
 template <int P, bool ONE_END>
-__global__ void __launch_bounds__(kImmaWarps * 32, P <= 2 ? 3 : 2)
+__global__ void __launch_bounds__(kImmaWarps * 32, P <= 2 ? 4 : 3)
 imma_gemm(const u32* __restrict__ digits, const int* __restrict__ E_in, const int* __restrict__ X_in,
           const u32* __restrict__ planes,   // [p, N, K/32]
           const __half* __restrict__ alpha, // [p, N, G]

@@ -208,7 +208,7 @@ def lut_gemv(x, planes, alpha, beta=None, *, group_size: int, out=None):
     return _back(out, tx)
 
 
-MMA_ROWS_PER_BLOCK = 64  # 4 warps x 16 rows (mma_gemm.cu and bmma_gemv.cu)
+EXACT_ROWS_PER_BLOCK = 64  # 4 warps x 16 rows (mma_gemm.cu, bmma_gemv.cu, imma_gemm.cu)
 # bmma_gemv.cu: (groups per 256-input step S = 256 / g, batch bucket Mp) with S * Mp <= 8; p <= 4
 BMMA_INSTANCES = tuple((s, m) for s in (1, 2, 4, 8) for m in (1, 2, 4, 8) if s * m <= 8)
 BMMA_MAX_PLANES = 4
@@ -245,7 +245,7 @@ def bmma_gemv(x, planes, alpha, beta=None, *, group_size: int, out=None):
 
 IMMA_PLANES = (1, 2, 3, 4)  # imma_gemm.cu: one instantiation per p
 IMMA_TILE = 8               # batch rows per launch (the mma's N)
-IMMA_STEP_WORDS = 4         # plane words per pipeline step; the digit layout is [steps, 32 lanes, 4 words, 6]
+IMMA_WORD_FRAG = 192        # uint32 of B fragments per plane word: [3 digits, 32 lanes, 2]
 
 
 def imma_supports(M: int, p: int, group_size: int) -> bool:
@@ -272,13 +272,12 @@ def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None):
                          f"inputs; got p={p}, g={group_size} (use bcq_matmul)")
     one_end = "true" if group_size >= 4 * 32 else "false"  # at most one group ends per 4-word step
     with stream:
-        KS = -(-(K // 32) // IMMA_STEP_WORDS)
-        n_warps = IMMA_TILE * KS * IMMA_STEP_WORDS  # one per (batch row of the tile, word)
+        n_warps = IMMA_TILE * (K // 32)  # one per (batch row of the tile, word)
         for m0 in range(0, M, IMMA_TILE):
             Mt = min(IMMA_TILE, M - m0)
             _launch_exact(dev, stream, "imma_gemm", "bcq::encode_digits", -(-n_warps // 4),
-                          KS * 32 * IMMA_STEP_WORDS * 6, f"bcq::imma_gemm<{p}, {one_end}>", x[m0:m0 + Mt], planes,
-                          alpha, beta, out[m0:m0 + Mt], Mt, N, K, G, None, group_size)
+                          (K // 32) * IMMA_WORD_FRAG, f"bcq::imma_gemm<{p}, {one_end}>", x[m0:m0 + Mt],
+                          planes, alpha, beta, out[m0:m0 + Mt], Mt, N, K, G, None, group_size)
     return _back(out, tx)
 
 
@@ -301,10 +300,10 @@ def _launch_exact(dev, stream, module, encoder, encode_blocks, n_frag, kernel, x
                   M, N, K, G, p, group_size):
     """The two launches of every exact tensor-core kernel, on the current stream: the encoder turns x
     into the kernel's activation fragments (n_frag words) and each group's E and X, then the GEMM
-    (grid: contract splits x 64-row tiles; p is passed unless the kernel has it as a template
-    parameter, p=None)."""
+    (grid: contract splits x 64-row tiles of 4 warps; p is passed unless the kernel has it as a
+    template parameter, p=None)."""
     num_splits = _num_splits(G, group_size)
-    row_tiles = -(-N // MMA_ROWS_PER_BLOCK)
+    row_tiles = -(-N // EXACT_ROWS_PER_BLOCK)
     enc = _encoded(dev, stream.ptr, n_frag + 2 * M * G)
     frag, E, X = enc[:n_frag], enc[n_frag:n_frag + M * G].view(np.int32), enc[n_frag + M * G:].view(np.int32)
     ws, ctr = _workspace(dev, stream.ptr, num_splits * M * N if num_splits > 1 else 0, row_tiles)
