@@ -79,14 +79,14 @@ __device__ __forceinline__ void imma_16832(int (&c)[4], u32 a0, u32 a1, u32 a2, 
 }
 
 // cp.async global -> shared; src_bytes = 0 fills zeros without reading (rows past N, words past K).
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+// smem: a shared-window address (smem_addr), computed once per thread and offset per ring slot.
+__device__ __forceinline__ void cp_async16(unsigned smem, const void* gmem, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_bytes));
 }
-__device__ __forceinline__ void cp_async4(void* smem, const void* gmem, int src_bytes) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+__device__ __forceinline__ void cp_async4(unsigned smem, const void* gmem, int src_bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_bytes));
 }
+__device__ __forceinline__ unsigned smem_addr(const void* p) { return static_cast<unsigned>(__cvta_generic_to_shared(p)); }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
@@ -128,7 +128,7 @@ __device__ __forceinline__ void imma_gemm_body(
   const int row0 = blockIdx.y * kRows;
   const int ra = warp * kImmaRows + gid, rb = ra + 8;  // the thread's rows in the block
   const int row_a = row0 + ra, row_b = row0 + rb;
-  const size_t plane_stride = (size_t)N * KW, alpha_stride = (size_t)N * G;
+  const size_t plane_stride = (size_t)N * KW;
   const int g_begin = split * groups_per_split, g_end = min(g_begin + groups_per_split, G);
   const int kw_begin = g_begin * wpg, kw_end = g_end * wpg;
   const int n_steps = (kw_end - kw_begin + kStepWordsI8 - 1) / kStepWordsI8;
@@ -143,75 +143,74 @@ __device__ __forceinline__ void imma_gemm_body(
   constexpr int kFragChunks = kWordFrag * 8 / 16;  // 16-byte pieces of one word's fragments
   constexpr int ND = (kStepWordsI8 * kFragChunks + kThreads - 1) / kThreads;
   const u32* plane_src[NC];
-  int plane_dst[NC], plane_bytes[NC];
+  unsigned plane_dst[NC];  // in slot 0; slot t is t * sizeof(ImmaSlot<P>) further
+  int plane_bytes[NC];
+  bool plane_live[NC];
 #pragma unroll
   for (int j = 0; j < NC; ++j) {
     const int c = threadIdx.x + j * kThreads, i = c / kRows, r = c % kRows, row = row0 + r;
-    const bool live = c < P * kRows && row < N;
-    plane_src[j] = planes + (live ? i * plane_stride + (size_t)row * KW : 0);
-    plane_dst[j] = (c < P * kRows) ? i * kRows + r : -1;
-    plane_bytes[j] = live ? 16 : 0;
+    plane_live[j] = c < P * kRows;
+    const bool in = plane_live[j] && row < N;
+    plane_src[j] = planes + (in ? i * plane_stride + (size_t)row * KW : 0);
+    plane_dst[j] = smem_addr(&ring[0].planes[0][0] + (plane_live[j] ? c : 0));
+    plane_bytes[j] = in ? 16 : 0;
   }
-  int frag_word[ND], frag_off[ND];  // the word of the step, and the uint4 within its fragments
+  int frag_src[ND];  // uint4 offset within a step's fragments (4 words of kFragChunks)
+  unsigned frag_dst[ND];
   bool frag_live[ND];
 #pragma unroll
   for (int j = 0; j < ND; ++j) {
     const int c = threadIdx.x + j * kThreads;
     frag_live[j] = c < kStepWordsI8 * kFragChunks;
-    frag_word[j] = c / kFragChunks;
-    frag_off[j] = c % kFragChunks;
+    frag_src[j] = c;
+    frag_dst[j] = smem_addr(reinterpret_cast<uint4*>(ring[0].frag[0]) + (frag_live[j] ? c : 0));
   }
 
   // Step s -> ring slot s % kStages, by the whole block; always one commit group per call, so that
   // wait_group counts steps.
   auto issue = [&](int s) {
     if (s < n_steps) {
-      ImmaSlot<P>& sl = ring[s % kStages];
+      const unsigned slot = (unsigned)(s % kStages) * (unsigned)sizeof(ImmaSlot<P>);
       const int kw0 = kw_begin + s * kStepWordsI8;
       if (aligned && kw0 + kStepWordsI8 <= kw_end) {
 #pragma unroll
         for (int j = 0; j < NC; ++j)
-          if (plane_dst[j] >= 0) cp_async16(&sl.planes[0][0] + plane_dst[j], plane_src[j] + kw0, plane_bytes[j]);
+          if (plane_live[j]) cp_async16(plane_dst[j] + slot, plane_src[j] + kw0, plane_bytes[j]);
       } else {  // a split or a row that does not start on a 4-word boundary, or the split's last words
 #pragma unroll
         for (int j = 0; j < NC; ++j) {
-          if (plane_dst[j] < 0) continue;
+          if (!plane_live[j]) continue;
 #pragma unroll
           for (int e = 0; e < kStepWordsI8; ++e) {
             const bool in = plane_bytes[j] != 0 && kw0 + e < kw_end;
-            cp_async4(reinterpret_cast<u32*>(&sl.planes[0][0] + plane_dst[j]) + e, in ? plane_src[j] + kw0 + e : planes,
-                      in ? 4 : 0);
+            cp_async4(plane_dst[j] + slot + 4 * e, in ? plane_src[j] + kw0 + e : planes, in ? 4 : 0);
           }
         }
       }
       const uint4* src = reinterpret_cast<const uint4*>(digits + (size_t)kw0 * kWordFrag * 2);
 #pragma unroll
-      for (int j = 0; j < ND; ++j)
-        if (frag_live[j] && kw0 + frag_word[j] < kw_end)  // words past the split are never multiplied
-          cp_async16(reinterpret_cast<uint4*>(sl.frag[frag_word[j]]) + frag_off[j],
-                     src + frag_word[j] * kFragChunks + frag_off[j], 16);
+      for (int j = 0; j < ND; ++j)  // words past the split are never multiplied
+        if (frag_live[j] && kw0 + frag_src[j] / kFragChunks < kw_end)
+          cp_async16(frag_dst[j] + slot, src + frag_src[j], 16);
     }
     cp_async_commit();
   };
 
-  // Epilogue operands of group grp.  Rows past N and batch rows past M read row N - 1 / M - 1: valid
-  // addresses, and outputs that are never stored.
-  const __half* alpha_a = alpha + (size_t)min(row_a, N - 1) * G;
-  const __half* alpha_b = alpha + (size_t)min(row_b, N - 1) * G;
-  const int* X0 = X_in + min(col0, M - 1) * G;
-  const int* X1 = X_in + min(col1, M - 1) * G;
-  const int* E0 = E_in + min(col0, M - 1) * G;
-  const int* E1 = E_in + min(col1, M - 1) * G;
+  // Epilogue operands, group by group in order (both paths ask for groups g_begin, g_begin + 1, ...),
+  // as 32-bit element offsets from the kernel's pointer arguments (gpu/kernels.py checks that the
+  // scales have fewer than 2^31 elements).  Rows past N and batch rows past M read row N - 1 / M - 1:
+  // valid addresses, and outputs that are never stored.
+  const int a_off = min(row_a, N - 1) * G, b_off = min(row_b, N - 1) * G, al_stride = N * G;
+  const int x0_off = min(col0, M - 1) * G, x1_off = min(col1, M - 1) * G;
   auto operands = [&](int grp, GroupOperands<ONE_END ? P : 1>& o) {
 #pragma unroll
     for (int i = 0; i < (ONE_END ? P : 0); ++i)
-      o.al[i] = __halves2half2(alpha_a[i * alpha_stride + grp], alpha_b[i * alpha_stride + grp]);
-    o.be = beta != nullptr ? __halves2half2(beta[(alpha_a - alpha) + grp], beta[(alpha_b - alpha) + grp])
-                           : __float2half2_rn(0.0f);
-    o.X[0] = __ldg(X0 + grp);
-    o.X[1] = __ldg(X1 + grp);
-    o.E[0] = __ldg(E0 + grp);
-    o.E[1] = __ldg(E1 + grp);
+      o.al[i] = __halves2half2(alpha[i * al_stride + a_off + grp], alpha[i * al_stride + b_off + grp]);
+    o.be = beta != nullptr ? __halves2half2(beta[a_off + grp], beta[b_off + grp]) : __float2half2_rn(0.0f);
+    o.X[0] = __ldg(X_in + x0_off + grp);
+    o.X[1] = __ldg(X_in + x1_off + grp);
+    o.E[0] = __ldg(E_in + x0_off + grp);
+    o.E[1] = __ldg(E_in + x1_off + grp);
   };
 
   int acc[P][3][4];
@@ -249,13 +248,14 @@ __device__ __forceinline__ void imma_gemm_body(
       if (end_nxt < kStepWordsI8 && s + 1 < n_steps) operands(g_ops++, ops_nxt);
     }
     const int kw0 = kw_begin + s * kStepWordsI8;
-    // scales of the groups 32 words on go to L2 now, so that the operand loads wait for L2, not HBM
-    if (tig == 0 && (kw0 & 31) == 0 && kw0 + 32 < kw_end) {
-      const int gpre = (kw0 + 32) / wpg;
+    // scales 16 groups on go to L2 now (a 32-byte sector holds 16), so that the operand loads a
+    // step ahead wait for L2, not HBM
+    if (tig == 0 && (s & 7) == 0) {
+      const int gpre = min(grp + 16, g_end - 1);
 #pragma unroll
       for (int i = 0; i < P; ++i) {
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(alpha_a + i * alpha_stride + gpre));
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(alpha_b + i * alpha_stride + gpre));
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(alpha + i * al_stride + a_off + gpre));
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(alpha + i * al_stride + b_off + gpre));
       }
     }
     const ImmaSlot<P>& sl = ring[s % kStages];
@@ -296,8 +296,8 @@ __device__ __forceinline__ void imma_gemm_body(
           al_a = __low2float(op.al[i]);
           al_b = __high2float(op.al[i]);
         } else {  // one plane's scales at a time keeps the registers of the many-groups-per-step path low
-          al_a = __half2float(alpha_a[i * alpha_stride + grp]);
-          al_b = __half2float(alpha_b[i * alpha_stride + grp]);
+          al_a = __half2float(alpha[i * al_stride + a_off + grp]);
+          al_b = __half2float(alpha[i * al_stride + b_off + grp]);
         }
 #pragma unroll
         for (int c = 0; c < 4; ++c) {

@@ -270,6 +270,9 @@ def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None):
     if not imma_supports(M, p, group_size):
         raise ValueError(f"imma_gemm: takes at most {IMMA_PLANES[-1]} planes and groups of at most {MAX_GROUP} "
                          f"inputs; got p={p}, g={group_size} (use bcq_matmul)")
+    if alpha.size >= 2 ** 31:
+        raise ValueError(f"alpha: imma_gemm indexes the scales with 32-bit offsets, so at most 2^31 - 1 "
+                         f"elements; got {alpha.size} (use bcq_matmul)")
     one_end = "true" if group_size >= 4 * 32 else "false"  # at most one group ends per 4-word step
     with stream:
         n_warps = IMMA_TILE * (K // 32)  # one per (batch row of the tile, word)
@@ -370,7 +373,7 @@ def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int):
     p, N, K = (planes.shape[0], planes.shape[1], planes.shape[2] * 32) if len(planes.shape) == 3 else (0, 0, 0)
     if bmma_supports(M, p, group_size) and M <= BMMA_UP_TO_BATCH:
         return bmma_gemv(x, planes, alpha, beta, group_size=group_size)
-    if imma_supports(M, p, group_size):
+    if imma_supports(M, p, group_size) and p * N * (K // group_size) < 2 ** 31:
         return imma_gemm(x, planes, alpha, beta, group_size=group_size)
     if 1 <= M <= LUT_UP_TO_BATCH:
         return lut_gemv(x, planes, alpha, beta, group_size=group_size)
