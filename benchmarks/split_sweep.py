@@ -1,10 +1,11 @@
-"""How the exact contract's split size (reference/exact_mma.py: SPLIT_INPUTS) sets the speed of the
+"""How the exact contract's split size (reference/exact_mma.py: SPLIT_CHOICES) sets the speed of the
 exact tensor-core kernels.
 
     python -m benchmarks.split_sweep --out benchmarks/results
 
 The split is part of the arithmetic contract (groups are summed in order within a split, splits in
-order after), so it is chosen once, for speed, and the reference follows it.  A smaller split gives
+order after), so it is chosen for speed, per layer shape (reference.exact_mma.contract_split, which
+this sweep informs), and the reference follows it.  A smaller split gives
 more independent warps (rows / 16 x splits) to hide load latency, and more partial sums to add
 at the end.  This sweeps the candidates on the shapes where that trade-off differs most, timed as
 benchmarks/gemv.py times (CUDA-graph replay, weights rotated past L2), in one process.
@@ -22,7 +23,7 @@ import numpy as np
 from bcq_core.fileio import atomic_write_text
 from benchmarks.gemv import GROUP, L2_MARGIN_BYTES, LAYERS, gpu_slug, time_graph
 
-SPLITS = (8192, 4096, 2048, 1024)
+SPLITS = (8192, 4096, 2048, 1024)  # reference.exact_mma.SPLIT_CHOICES
 SHAPES = ("8B o", "8B down", "70B gate+up", "70B down")
 CASES = (("bmma_gemv", 1), ("imma_gemm", 1), ("imma_gemm", 4), ("imma_gemm", 8))
 BITS = (2, 3)
@@ -32,36 +33,28 @@ def run(out_dir: Path, splits=SPLITS, shapes=SHAPES, cases=CASES, bits=BITS):
     import cupy
 
     import gpu
-    from reference import exact_mma
 
     rng = np.random.default_rng(0)
     records = []
-    default = exact_mma.SPLIT_INPUTS
-    try:
-        for name in shapes:
-            N, K = LAYERS[name]
-            n_copies = max(2, -(-L2_MARGIN_BYTES // (max(bits) * N * K // 8)))
-            planes = [cupy.asarray(rng.integers(0, 2 ** 32, size=(max(bits), N, K // 32), dtype=np.uint64)
-                                   .astype(np.uint32)) for _ in range(n_copies)]
-            alphas = {p: [cupy.asarray((np.abs(rng.standard_normal((p, N, K // GROUP))) * 0.01).astype(np.float16))
-                          for _ in range(n_copies)] for p in bits}
-            for split in splits:
-                exact_mma.SPLIT_INPUTS = split
-                gpu.kernels._module.cache_clear()  # the split is compiled in
-                for kernel, M in cases:
-                    x = cupy.asarray(rng.standard_normal((M, K)).astype(np.float16))
-                    y = cupy.empty((M, N), dtype=cupy.float16)
-                    fn = getattr(gpu, kernel)
-                    for p in bits:
-                        t = time_graph(cupy, lambda i: fn(x, planes[i][:p], alphas[p][i], group_size=GROUP, out=y),
-                                       n_copies)
-                        records.append(dict(layer=name, N=N, K=K, M=M, kernel=kernel, bits=p, split=split, us=t))
-                        print(f"{name:12s} split {split:5d} {kernel} M={M} {p}-bit {t:7.1f} us", flush=True)
-            del planes, alphas
-            cupy.get_default_memory_pool().free_all_blocks()
-    finally:
-        exact_mma.SPLIT_INPUTS = default
-        gpu.kernels._module.cache_clear()
+    for name in shapes:
+        N, K = LAYERS[name]
+        n_copies = max(2, -(-L2_MARGIN_BYTES // (max(bits) * N * K // 8)))
+        planes = [cupy.asarray(rng.integers(0, 2 ** 32, size=(max(bits), N, K // 32), dtype=np.uint64)
+                               .astype(np.uint32)) for _ in range(n_copies)]
+        alphas = {p: [cupy.asarray((np.abs(rng.standard_normal((p, N, K // GROUP))) * 0.01).astype(np.float16))
+                      for _ in range(n_copies)] for p in bits}
+        for split in splits:
+            for kernel, M in cases:
+                x = cupy.asarray(rng.standard_normal((M, K)).astype(np.float16))
+                y = cupy.empty((M, N), dtype=cupy.float16)
+                fn = getattr(gpu, kernel)
+                for p in bits:
+                    t = time_graph(cupy, lambda i: fn(x, planes[i][:p], alphas[p][i], group_size=GROUP, out=y,
+                                                      split=split), n_copies)
+                    records.append(dict(layer=name, N=N, K=K, M=M, kernel=kernel, bits=p, split=split, us=t))
+                    print(f"{name:12s} split {split:5d} {kernel} M={M} {p}-bit {t:7.1f} us", flush=True)
+        del planes, alphas
+        cupy.get_default_memory_pool().free_all_blocks()
     name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
     meta = dict(gpu=name.decode() if isinstance(name, bytes) else str(name), date=time.strftime("%Y-%m-%d"),
                 command="python -m benchmarks.split_sweep --out benchmarks/results", group_size=GROUP)

@@ -57,7 +57,7 @@ def _cupy():
 
 
 @functools.lru_cache(maxsize=None)
-def _module(device_id: int, name: str):
+def _module(device_id: int, name: str, split: int = exact_mma.SPLIT_CHOICES[0]):
     cupy = _cupy()
     # Local headers are pasted in rather than found through -I, so that CuPy's on-disk cache,
     # keyed by the source text, sees a change to a header too.
@@ -70,7 +70,9 @@ def _module(device_id: int, name: str):
              "imma_gemm": ["bcq::encode_digits"] + [f"bcq::imma_gemm<{p}, {e}>" for p in IMMA_PLANES
                                                     for e in ("true", "false")],
              "dequantize": ["bcq::dequantize"]}[name]
-    options = NVRTC_OPTIONS + (f"-DBCQ_EXACT_SPLIT_INPUTS={exact_mma.SPLIT_INPUTS}",)
+    # the exact kernels' split (reference/exact_mma.py: contract_split) is a compile-time constant:
+    # one module per split in use (four at most), so it costs their loops no register
+    options = NVRTC_OPTIONS + (f"-DBCQ_EXACT_SPLIT_INPUTS={split}",)
     return cupy.RawModule(code=code, options=options, name_expressions=names)
 
 
@@ -221,13 +223,15 @@ def bmma_supports(M: int, p: int, group_size: int) -> bool:
             and 1 <= M <= MAX_MMA_BATCH and batch_bucket(M) * (BMMA_STEP // group_size) <= 8)
 
 
-def bmma_gemv(x, planes, alpha, beta=None, *, group_size: int, out=None):
+def bmma_gemv(x, planes, alpha, beta=None, *, group_size: int, out=None, split: int | None = None):
     """y = x W_hat^T (float16 [M, N]) on 1-bit tensor cores; bit-exact with reference.exact_mma_gemm.
 
     The plane words feed mma.m16n8k256 (.b1, AND + popcount) as stored; the activations go in as
     their 23 fixed-point bit-planes (bcq::encode_bits, one small launch).  Takes g in {32, 64, 128,
     256}, p <= 4 and batch up to 8 * g / 256 (rounded up to a power of two): 4 at g = 128.
+    split: the contract's inputs per split; None = reference.exact_mma.contract_split of the shape.
     """
+    _check_split(split)
     x, planes, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(
         x, planes, alpha, beta, group_size, out, MAX_MMA_BATCH, "bmma_gemv")
     if not bmma_supports(M, p, group_size):
@@ -239,7 +243,7 @@ def bmma_gemv(x, planes, alpha, beta=None, *, group_size: int, out=None):
         n_words = M * KS * 8  # one warp each
         _launch_exact(dev, stream, "bmma_gemv", "bcq::encode_bits", -(-n_words // 4), M * KS * 32 * 6,
                       f"bcq::bmma_gemv<{S}, {batch_bucket(M)}>", x, planes, alpha, beta, out, M, N, K, G, p,
-                      group_size)
+                      group_size, split)
     return _back(out, tx)
 
 
@@ -253,18 +257,26 @@ def imma_supports(M: int, p: int, group_size: int) -> bool:
     return 1 <= p <= IMMA_PLANES[-1] and 1 <= M <= MAX_MMA_BATCH and group_size <= MAX_GROUP
 
 
-def _num_splits(G: int, group_size: int) -> int:
-    """Splits of the exact contract: SPLIT_INPUTS // g whole groups each (reference/exact_mma.py)."""
-    return -(-G // (exact_mma.SPLIT_INPUTS // group_size))
+def _num_splits(G: int, group_size: int, split: int) -> int:
+    """Splits of the exact contract: split // g whole groups each (reference/exact_mma.py)."""
+    return -(-G // (split // group_size))
 
 
-def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None):
+def _check_split(split) -> None:
+    """A caller's split must be one the contract defines (reference.exact_mma.SPLIT_CHOICES)."""
+    if split is not None and split not in exact_mma.SPLIT_CHOICES:
+        raise ValueError(f"split: must be one of {exact_mma.SPLIT_CHOICES} or None, got {split!r}")
+
+
+def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: int | None = None):
     """y = x W_hat^T (float16 [M, N], M <= 16, p <= 4) on int8 tensor cores; bit-exact with
     reference.exact_mma_gemm, so the same bytes as mma_gemm and bmma_gemv.
 
     Per 8 batch rows: one launch that splits the activations into three int8 digits
     (bcq::encode_digits), then the GEMM (rows of x never interact, so 16 rows are two tiles of 8).
+    split: the contract's inputs per split; None = reference.exact_mma.contract_split of the shape.
     """
+    _check_split(split)
     x, planes, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(
         x, planes, alpha, beta, group_size, out, MAX_MMA_BATCH, "imma_gemm")
     if not imma_supports(M, p, group_size):
@@ -280,37 +292,41 @@ def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None):
             Mt = min(IMMA_TILE, M - m0)
             _launch_exact(dev, stream, "imma_gemm", "bcq::encode_digits", -(-n_warps // 4),
                           (K // 32) * IMMA_WORD_FRAG, f"bcq::imma_gemm<{p}, {one_end}>", x[m0:m0 + Mt],
-                          planes, alpha, beta, out[m0:m0 + Mt], Mt, N, K, G, None, group_size)
+                          planes, alpha, beta, out[m0:m0 + Mt], Mt, N, K, G, None, group_size, split)
     return _back(out, tx)
 
 
-def mma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None):
+def mma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: int | None = None):
     """y = x W_hat^T (float16 [M, N], M <= 16) on tensor cores; bit-exact with reference.exact_mma_gemm.
 
     Two launches: activations to fixed-point digits (encode_activations), then the GEMM.
+    split: the contract's inputs per split; None = reference.exact_mma.contract_split of the shape.
     """
+    _check_split(split)
     if group_size > MAX_GROUP:
         raise ValueError(f"group_size: mma_gemm takes groups of at most {MAX_GROUP} inputs, got {group_size}")
     x, planes, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(
         x, planes, alpha, beta, group_size, out, MAX_MMA_BATCH, "mma_gemm")
     with stream:
         _launch_exact(dev, stream, "mma_gemm", "bcq::encode_activations", -(-M * G // 128), M * K,
-                      f"bcq::mma_gemm<{1 if M <= 8 else 2}>", x, planes, alpha, beta, out, M, N, K, G, p, group_size)
+                      f"bcq::mma_gemm<{1 if M <= 8 else 2}>", x, planes, alpha, beta, out, M, N, K, G, p, group_size,
+                      split)
     return _back(out, tx)
 
 
 def _launch_exact(dev, stream, module, encoder, encode_blocks, n_frag, kernel, x, planes, alpha, beta, out,
-                  M, N, K, G, p, group_size):
+                  M, N, K, G, p, group_size, split):
     """The two launches of every exact tensor-core kernel, on the current stream: the encoder turns x
     into the kernel's activation fragments (n_frag words) and each group's E and X, then the GEMM
     (grid: contract splits x 64-row tiles of 4 warps; p is passed unless the kernel has it as a
-    template parameter, p=None)."""
-    num_splits = _num_splits(G, group_size)
+    template parameter, p=None; split None = the contract's for the shape)."""
+    split = exact_mma.contract_split(N, K, group_size) if split is None else split
+    num_splits = _num_splits(G, group_size, split)
     row_tiles = -(-N // EXACT_ROWS_PER_BLOCK)
     enc = _encoded(dev, stream.ptr, n_frag + 2 * M * G)
     frag, E, X = enc[:n_frag], enc[n_frag:n_frag + M * G].view(np.int32), enc[n_frag + M * G:].view(np.int32)
     ws, ctr = _workspace(dev, stream.ptr, num_splits * M * N if num_splits > 1 else 0, row_tiles)
-    mod = _module(dev, module)
+    mod = _module(dev, module, split)
     mod.get_function(encoder)((encode_blocks,), (128,),
                               (x, frag, E, X, np.int32(M), np.int32(K), np.int32(group_size)))
     sizes = (M, N, K) + ((p,) if p is not None else ()) + (group_size,)

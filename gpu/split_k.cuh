@@ -7,10 +7,10 @@
 #pragma once
 #include <cuda_fp16.h>
 
-// The exact tensor-core contract's split (reference/exact_mma.py: SPLIT_INPUTS), passed in by
-// gpu/kernels.py so that the number lives in one place.
+// The exact tensor-core contract's split of this module, one of reference/exact_mma.py:
+// SPLIT_CHOICES (contract_split picks it per layer shape); gpu/kernels.py compiles a module per split.
 #ifndef BCQ_EXACT_SPLIT_INPUTS
-#error "compile with -DBCQ_EXACT_SPLIT_INPUTS=<reference.exact_mma.SPLIT_INPUTS>"
+#error "compile with -DBCQ_EXACT_SPLIT_INPUTS=<one of reference.exact_mma.SPLIT_CHOICES>"
 #endif
 
 namespace bcq {

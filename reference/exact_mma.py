@@ -18,7 +18,9 @@ every tensor-core sum an exact integer instead:
 3. Group partial (float32, one rounding per operation, in this order):
        a = alpha_0 float(D_0);  a = a + alpha_i float(D_i) for i = 1..p-1;  [a = a + beta float(X)];
        c = a 2^(E - 21)                            (float(.) rounds an integer to nearest even)
-4. y = sequential sum of c over the groups of a split (8192 inputs), then over the splits.
+4. y = sequential sum of c over the groups of a split, then over the splits.  A split is
+   split // g whole groups, split = contract_split(N, K, g) inputs: the largest of 8192, 4096,
+   2048, 1024 that still makes 256 (64-row tile, split) pairs of independent work, else 1024.
 5. y rounded to float16.
 Rows of x never interact: the result for one row does not depend on the batch size.
 """
@@ -32,7 +34,9 @@ from .checks import check_gemv_args
 
 FIX_BITS = 21
 DIGIT = 2048
-SPLIT_INPUTS = 8192
+SPLIT_CHOICES = (8192, 4096, 2048, 1024)  # inputs per split, largest first (multiples of 256)
+SPLIT_WORK = 256       # (64-row tile, split) pairs wanted: two blocks for each SM of a 128-SM GPU
+SPLIT_ROWS = 64        # rows per tile in that count
 MAX_MMA_BATCH = 16
 MAX_GROUP = 256
 
@@ -50,8 +54,28 @@ def encode_activations(x: np.ndarray, group_size: int):
             lo.reshape(M, K).astype(np.float16), E.astype(np.int64), X)
 
 
-def exact_mma_gemm(x, planes, alpha, beta=None, *, group_size: int) -> np.ndarray:
-    """y = x W_hat^T, float16 [M, N], bit-exact with gpu.mma_gemm (see the module docstring)."""
+def contract_split(N: int, K: int, group_size: int) -> int:
+    """Inputs per split of the contract for an N x K layer (step 4 of the module docstring).
+
+    A pure function of the layer's shape, never of the batch or the GPU, so the three kernels and
+    this reference agree for every call.  Long splits keep fewer partials; short ones give small
+    layers more independent warps (each walks its split's groups in order), which the kernels
+    need to fill a GPU: benchmarks/results/split_sweep_*.md.
+    """
+    if not 1 <= group_size <= MAX_GROUP:
+        raise ValueError(f"group_size: the exact contract takes groups of 1..{MAX_GROUP} inputs, got {group_size}")
+    tiles = -(-N // SPLIT_ROWS)
+    for split in SPLIT_CHOICES:
+        per_split = split // group_size
+        if tiles * -(-(K // group_size) // per_split) >= SPLIT_WORK:
+            return split
+    return SPLIT_CHOICES[-1]
+
+
+def exact_mma_gemm(x, planes, alpha, beta=None, *, group_size: int, split: int | None = None) -> np.ndarray:
+    """y = x W_hat^T, float16 [M, N], bit-exact with gpu.mma_gemm (see the module docstring).
+
+    split: inputs per split, one of SPLIT_CHOICES; None means contract_split(N, K, group_size)."""
     M, N, K, p, G = check_gemv_args(x.shape, x.dtype, planes.shape, planes.dtype, alpha.shape,
                                     alpha.dtype, None if beta is None else beta.shape,
                                     None if beta is None else beta.dtype, group_size)
@@ -61,6 +85,10 @@ def exact_mma_gemm(x, planes, alpha, beta=None, *, group_size: int) -> np.ndarra
     if g > MAX_GROUP:
         raise ValueError(f"group_size: the tensor-core kernel takes groups of at most {MAX_GROUP} inputs "
                          f"(its integer sums must stay below 2^31), got {g}")
+    if split is None:
+        split = contract_split(N, K, g)
+    elif split not in SPLIT_CHOICES:
+        raise ValueError(f"split: must be one of {SPLIT_CHOICES} or None, got {split!r}")
     fix, _, _, E, X = encode_activations(x, g)
     bits = ((unpack_bits(planes) + 1) // 2).astype(np.float64).reshape(p, N, G, g)  # beta_ik in {0, 1}
     # integer sums, exact in float64 (|S| < 2^29)
@@ -73,7 +101,7 @@ def exact_mma_gemm(x, planes, alpha, beta=None, *, group_size: int) -> np.ndarra
     if beta is not None:
         a = a + beta.astype(np.float32)[None] * X[:, None, :].astype(np.float32)
     c = np.ldexp(a, (E - FIX_BITS)[:, None, :].astype(np.int32)).astype(np.float32)  # [M, N, G]
-    per_split = SPLIT_INPUTS // g
+    per_split = split // g
     y = None
     for s0 in range(0, G, per_split):
         part = c[..., s0]

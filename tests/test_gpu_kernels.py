@@ -145,7 +145,7 @@ def test_bad_arguments_raise_before_launch():
 
 
 # --- the exact tensor-core path (gpu/mma_gemm.cu, reference/exact_mma.py) ---------------------
-from reference.exact_mma import exact_mma_gemm  # noqa: E402
+from reference.exact_mma import SPLIT_CHOICES, exact_mma_gemm  # noqa: E402
 
 
 @SETTINGS
@@ -162,12 +162,12 @@ def test_mma_gemm_matches_reference_bytes(M, N, g, G, p, with_beta, kind, seed):
 
 @settings(max_examples=max(EXAMPLES // 6, 2), deadline=None, suppress_health_check=list(HealthCheck))
 @given(M=st.sampled_from([1, 3, 8, 9, 16]), N=st.integers(1, 200), G=st.integers(65, 300),
-       p=st.integers(1, 4), seed=st.integers(0, 2 ** 32 - 1))
-def test_mma_gemm_several_splits(M, N, G, p, seed):
+       p=st.integers(1, 4), split=st.sampled_from(SPLIT_CHOICES), seed=st.integers(0, 2 ** 32 - 1))
+def test_mma_gemm_several_splits(M, N, G, p, split, seed):
     x, planes, alpha, beta = random_problem(np.random.default_rng(seed), M, N, 128 * G, p, 128, with_beta=True)
     dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
-    assert_same_bytes(cupy.asnumpy(gpu.mma_gemm(*dev, group_size=128)),
-                      exact_mma_gemm(x, planes, alpha, beta, group_size=128))
+    assert_same_bytes(cupy.asnumpy(gpu.mma_gemm(*dev, group_size=128, split=split)),
+                      exact_mma_gemm(x, planes, alpha, beta, group_size=128, split=split))
 
 
 def test_mma_gemm_rows_do_not_depend_on_the_batch():
@@ -206,12 +206,12 @@ def test_bmma_gemv_matches_reference_bytes(N, g, G, p, with_beta, kind, data, se
 
 @settings(max_examples=max(EXAMPLES // 6, 2), deadline=None, suppress_health_check=list(HealthCheck))
 @given(M=st.sampled_from([1, 2, 3, 4]), N=st.integers(1, 200), G=st.integers(65, 300),
-       p=st.integers(1, 4), seed=st.integers(0, 2 ** 32 - 1))
-def test_bmma_gemv_several_splits(M, N, G, p, seed):
+       p=st.integers(1, 4), split=st.sampled_from(SPLIT_CHOICES), seed=st.integers(0, 2 ** 32 - 1))
+def test_bmma_gemv_several_splits(M, N, G, p, split, seed):
     x, planes, alpha, beta = random_problem(np.random.default_rng(seed), M, N, 128 * G, p, 128, with_beta=True)
     dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
-    assert_same_bytes(cupy.asnumpy(gpu.bmma_gemv(*dev, group_size=128)),
-                      exact_mma_gemm(x, planes, alpha, beta, group_size=128))
+    assert_same_bytes(cupy.asnumpy(gpu.bmma_gemv(*dev, group_size=128, split=split)),
+                      exact_mma_gemm(x, planes, alpha, beta, group_size=128, split=split))
 
 
 @pytest.mark.parametrize("N,K,g", [(4096, 4096, 128), (1536, 576, 64), (576, 1536, 64), (8192, 28672, 128)])
@@ -243,13 +243,14 @@ def test_imma_gemm_matches_reference_bytes(M, N, g, G, p, with_beta, kind, seed)
 
 @settings(max_examples=max(EXAMPLES // 6, 2), deadline=None, suppress_health_check=list(HealthCheck))
 @given(M=st.sampled_from([1, 3, 8, 9, 16]), N=st.integers(1, 200), g=st.sampled_from([96, 128]),
-       G=st.integers(65, 300), p=st.integers(1, 4), seed=st.integers(0, 2 ** 32 - 1))
-def test_imma_gemm_several_splits(M, N, g, G, p, seed):
-    """K past one split; at g = 96 a split (85 groups, 255 words) does not start on a 4-word step."""
+       G=st.integers(65, 300), p=st.integers(1, 4), split=st.sampled_from(SPLIT_CHOICES),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_imma_gemm_several_splits(M, N, g, G, p, split, seed):
+    """K past one split; at g = 96 a split (85 groups, 255 words at 8192) does not start on a 4-word step."""
     x, planes, alpha, beta = random_problem(np.random.default_rng(seed), M, N, g * G, p, g, with_beta=True)
     dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
-    assert_same_bytes(cupy.asnumpy(gpu.imma_gemm(*dev, group_size=g)),
-                      exact_mma_gemm(x, planes, alpha, beta, group_size=g))
+    assert_same_bytes(cupy.asnumpy(gpu.imma_gemm(*dev, group_size=g, split=split)),
+                      exact_mma_gemm(x, planes, alpha, beta, group_size=g, split=split))
 
 
 @pytest.mark.parametrize("kernel", ["imma_gemm", "mma_gemm"])
@@ -257,8 +258,15 @@ def test_exact_kernels_count_splits_in_whole_groups(kernel):
     """g = 96: 256 groups make 4 splits of 85 groups, though K = 24576 is only 3 x 8192 inputs."""
     x, planes, alpha, beta = random_problem(np.random.default_rng(5), 3, 40, 96 * 256, 2, 96, with_beta=True)
     dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
-    assert_same_bytes(cupy.asnumpy(getattr(gpu, kernel)(*dev, group_size=96)),
-                      exact_mma_gemm(x, planes, alpha, beta, group_size=96))
+    assert_same_bytes(cupy.asnumpy(getattr(gpu, kernel)(*dev, group_size=96, split=8192)),
+                      exact_mma_gemm(x, planes, alpha, beta, group_size=96, split=8192))
+
+
+@pytest.mark.parametrize("kernel", ["mma_gemm", "bmma_gemv", "imma_gemm"])
+def test_exact_kernels_refuse_a_split_the_contract_lacks(kernel):
+    x, planes, alpha, _ = random_problem(np.random.default_rng(0), 1, 64, 1024, 2, 128)
+    with pytest.raises(ValueError, match="split: must be one of"):
+        getattr(gpu, kernel)(cupy.asarray(x), cupy.asarray(planes), cupy.asarray(alpha), group_size=128, split=3000)
 
 
 @pytest.mark.parametrize("N,K,g", [(4096, 4096, 128), (1536, 576, 64), (576, 1536, 64), (8192, 28672, 128)])

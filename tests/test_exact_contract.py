@@ -1,0 +1,61 @@
+"""reference/exact_mma.py on the CPU: the split of the contract, and what changing it may change."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from bcq_testing import random_problem
+from reference.bitplane import dequant_matmul
+from reference.exact_mma import (MAX_GROUP, SPLIT_CHOICES, SPLIT_ROWS, SPLIT_WORK, contract_split,
+                                 exact_mma_gemm)
+
+GROUPS = [32, 64, 96, 128, 192, 256]
+
+
+@given(N=st.integers(1, 70000), G=st.integers(1, 600), g=st.sampled_from(GROUPS))
+def test_contract_split_is_the_longest_that_leaves_enough_work(N, G, g):
+    split = contract_split(N, g * G, g)
+    assert split in SPLIT_CHOICES
+
+    def work(s):  # independent (64-row tile, split) pairs
+        return -(-N // SPLIT_ROWS) * -(-G // (s // g))
+    assert all(work(s) < SPLIT_WORK for s in SPLIT_CHOICES if s > split)
+    assert work(split) >= SPLIT_WORK or split == SPLIT_CHOICES[-1]
+
+
+def test_contract_split_of_the_benchmark_layers():
+    """Long splits where the rows alone fill the GPU; short ones for the small layers."""
+    assert contract_split(57344, 8192, 128) == 8192   # Llama-3.1-70B gate+up
+    assert contract_split(8192, 28672, 128) == 8192   # 70B down: 128 row tiles x 4 splits
+    assert contract_split(4096, 4096, 128) == 1024    # 8B o
+    assert contract_split(8192, 8192, 128) == 4096    # 70B o
+
+
+@settings(max_examples=40, deadline=None)
+@given(M=st.integers(1, 4), N=st.integers(1, 40), G=st.integers(1, 8), g=st.sampled_from(GROUPS),
+       p=st.integers(1, 4), seed=st.integers(0, 2 ** 32 - 1))
+def test_the_split_does_not_matter_while_one_split_holds_every_group(M, N, G, g, p, seed):
+    K = g * G
+    x, planes, alpha, beta = random_problem(np.random.default_rng(seed), M, N, K, p, g, with_beta=True)
+    ys = [exact_mma_gemm(x, planes, alpha, beta, group_size=g, split=s).view(np.uint16)
+          for s in SPLIT_CHOICES if s // g >= G]
+    assert all((y == ys[0]).all() for y in ys)
+
+
+@settings(max_examples=20, deadline=None)
+@given(G=st.integers(9, 40), seed=st.integers(0, 2 ** 32 - 1))
+def test_every_split_computes_the_same_function(G, seed):
+    """Splits only reorder float additions: all stay as close to the float64 product as fp16 allows."""
+    g = 128
+    x, planes, alpha, beta = random_problem(np.random.default_rng(seed), 2, 24, g * G, 3, g, with_beta=True)
+    r = dequant_matmul(x, planes, alpha, beta, group_size=g)
+    for s in SPLIT_CHOICES:
+        y = exact_mma_gemm(x, planes, alpha, beta, group_size=g, split=s).astype(np.float64)
+        assert np.linalg.norm(y - r) / np.linalg.norm(r) < 2e-3
+
+
+def test_bad_splits_and_groups_are_named():
+    x, planes, alpha, _ = random_problem(np.random.default_rng(0), 1, 8, 1024, 2, 128)
+    with pytest.raises(ValueError, match="split: must be one of"):
+        exact_mma_gemm(x, planes, alpha, group_size=128, split=1000)
+    with pytest.raises(ValueError, match="group_size: the exact contract takes groups of 1"):
+        contract_split(64, 4096, MAX_GROUP * 2)
