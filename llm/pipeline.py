@@ -158,7 +158,7 @@ def run_demo(config: DemoConfig, out_dir, fp_model=None, tokenizer=None, corpus:
                 del model
         finish("rtn", _row(METHODS["rtn"], False, scores, bpw, ref))
     importance = None
-    if any(m.endswith(("+imp", "+cal")) for m in config.methods):  # both need the activation importance
+    if any("+imp" in m or "+cal" in m for m in config.methods):  # all of these need the activation importance
         with timer("importance"):
             importance = activation_importance(fp, calib_ids, progress=progress)
     for key, imp in (("fixed", None), ("fixed+imp", importance)):

@@ -92,6 +92,21 @@ def test_bad_e2e_flag_is_refused_before_anything_loads(tmp_path, capsys):
     assert not (tmp_path / "d").exists()
 
 
+def test_asking_for_e2e_alone_calibrates_the_same_model(tmp_path):
+    """The "+cal+e2e" methods start from the very "+cal" model (activation importance included)."""
+    rng = np.random.default_rng(0)
+    corpus = Corpus(rng.integers(0, 256, 4000), rng.integers(0, 256, 2000), ("a",), ("b",))
+    rows = {}
+    for methods in (("progressive+cal",), ("progressive+cal+e2e",)):
+        config = DemoConfig(methods=methods, group_size=32, windows=2, window_len=48, iters=3, max_new_tokens=2,
+                            calib=CalibConfig(iters=2, n_seqs=4, seq_len=32),
+                            e2e=E2EConfig(steps=2, n_seqs=4, seq_len=32, held=2))
+        results = run_demo(config, tmp_path / methods[0], fp_model=tiny_llama(), tokenizer=ByteTokenizer(),
+                           corpus=corpus, progress=False, log=lambda *a: None)
+        rows[methods[0]] = results["methods"]["progressive+cal"]["ppl"]
+    assert rows["progressive+cal"] == rows["progressive+cal+e2e"]
+
+
 def test_bad_demo_config():
     with pytest.raises(ValueError, match="bits"):
         DemoConfig(bits=(2, 4))
