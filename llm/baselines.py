@@ -24,6 +24,7 @@ from bcq_core.layout import PackedBCQ, pack
 from bcq_core.rtn import rtn_bcq
 
 from .convert import DEFAULT_SKIP, linear_layers, quantize_linears
+from .models import model_device
 
 
 def fisher_diagonal(model: nn.Module, ids, skip=DEFAULT_SKIP, progress: bool = True) -> dict[str, np.ndarray]:
@@ -31,6 +32,7 @@ def fisher_diagonal(model: nn.Module, ids, skip=DEFAULT_SKIP, progress: bool = T
     ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
     if ids.ndim != 2 or ids.shape[1] < 2:
         raise ValueError(f"ids: must be [S, L] token ids with L >= 2, got shape {tuple(ids.shape)}")
+    ids = ids.to(model_device(model))
     layers = linear_layers(model, skip)
     flags = {t: t.requires_grad for t in model.parameters()}
     for t in model.parameters():
@@ -49,7 +51,7 @@ def fisher_diagonal(model: nn.Module, ids, skip=DEFAULT_SKIP, progress: bool = T
         model.zero_grad(set_to_none=True)
         for t, flag in flags.items():
             t.requires_grad_(flag)
-    return {name: (a / len(ids)).numpy() for name, a in acc.items()}
+    return {name: (a / len(ids)).cpu().numpy() for name, a in acc.items()}
 
 
 def rtn_layers(model: nn.Module, bits: int, group_size: int, skip=DEFAULT_SKIP,

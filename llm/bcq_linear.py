@@ -12,9 +12,11 @@ Buffers (they are the module's state_dict, saved bit for bit by ``llm.checkpoint
 
 Forward at ``self.precision`` = p:
 
-* CUDA input: the ``gpu`` kernels (imported lazily), ``bcq_matmul(x16, planes[:p], alpha_p, beta_p, g)``
-  on float16 activations, result cast back to x's dtype.
-* CPU input: dequantize Ŵ_p once (float32, cached for the current precision), then ``F.linear``.
+* CUDA input in float16 or bfloat16 (serving): the ``gpu`` kernels (imported lazily),
+  ``bcq_matmul(x16, planes[:p], alpha_p, beta_p, g)`` on float16 activations, result cast back to x's dtype.
+* Any other input (CPU, or float32 on CUDA): dequantize Ŵ_p once (in x's dtype, cached for the current
+  precision), then ``F.linear``.  A float32 model asks for float32 math, which the float16 kernels do not
+  give: calibration and evaluation of the float32 research model compute the same on a GPU as on the CPU.
 * Scale training (``llm.calibrate``): ``train_scales(p)`` turns α_p (and β_p) into float32 Parameters
   and the forward rebuilds Ŵ_p from them differentiably each call; the binary codes never change.
   ``finish_scale_training()`` rounds the trained scales back into the float16 buffers.
@@ -172,7 +174,7 @@ class BCQLinear(nn.Module):
             t = self._train
             W = dequantize_torch(t["signs"], t["alpha"], self.group_size, t["beta"])
             return F.linear(x, W.to(x.dtype), self.bias)
-        if x.is_cuda:
+        if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
             return self._forward_cuda(x)
         c = self._cache
         if c is None or c[0] != self.precision or c[1] != x.dtype:

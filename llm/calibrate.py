@@ -22,6 +22,8 @@ lr 1e-4.  On a 2-core CPU this module's default is ``CalibConfig()``: 32 iterati
 precision on 32 Wikipedia sequences of 256 tokens (batch 2), Adam step 1e-2 relative to the layer's
 mean |α| (fewer steps need a larger step; 3e-2 made 4-bit blocks worse on SmolLM2), that is 156x
 fewer iterations and 64x fewer calibration tokens: about 5.5 minutes for 30 blocks x 3 precisions.
+On a GPU (the model's device; float32 there too) a step of 4 x 256 tokens takes about 9.5 ms on an
+H200, so 256 iterations on 128 sequences take under 4 minutes (docs/results_smollm2.md).
 A block that comes out worse on its own input keeps its old scales (``BlockStats.reverted``).  The planes come from the
 uncalibrated progressive expansion (the quantizer fits all precisions first); the paper seeds plane
 p+1 from the residual of the already calibrated α_p.
@@ -38,7 +40,7 @@ from tqdm.auto import tqdm
 
 from .bcq_linear import BCQLinear
 from .convert import bcq_layers, model_precisions
-from .models import decoder_blocks
+from .models import decoder_blocks, model_device
 
 
 @dataclass
@@ -99,7 +101,7 @@ def activation_importance(model: nn.Module, ids, skip=("lm_head",), progress: bo
     """
     from .convert import linear_layers
 
-    ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+    ids = torch.as_tensor(np.asarray(ids), dtype=torch.long).to(model_device(model))
     sums: dict[str, torch.Tensor] = {}
 
     def hook(name):
@@ -116,7 +118,7 @@ def activation_importance(model: nn.Module, ids, skip=("lm_head",), progress: bo
     finally:
         for h in handles:
             h.remove()
-    return {n: (s / s.mean()).float().numpy() for n, s in sums.items()}
+    return {n: (s / s.mean()).float().cpu().numpy() for n, s in sums.items()}
 
 
 def block_inputs(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -126,6 +128,7 @@ def block_inputs(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, dic
     over any batch.
     """
     blocks = decoder_blocks(model)
+    ids = ids.to(model_device(model))
     captured = {}
 
     def hook(module, args, kwargs):
@@ -197,7 +200,9 @@ def calibrate_block(block_q: nn.Module, x_q: torch.Tensor, x_fp: torch.Tensor, y
         for _ in range(config.iters):
             idx = torch.randint(len(x_q), (config.batch,), generator=generator)
             xq = x_q[idx]                                                   # (batch, L, H)
-            x = torch.where(torch.rand(xq.shape, generator=generator) < config.mix, xq, x_fp[idx])
+            # drawn on the CPU generator, so a CPU and a GPU run draw the same batches and masks
+            keep_q = (torch.rand(xq.shape, generator=generator) < config.mix).to(xq.device)
+            x = torch.where(keep_q, xq, x_fp[idx])
             loss = torch.mean((_out(block_q(x, **kw)) - y[idx]) ** 2)
             opt.zero_grad(set_to_none=True)
             loss.backward()

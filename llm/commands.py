@@ -1,8 +1,10 @@
-"""``bcq demo`` and ``bcq eval``: the real-model commands (torch and transformers load inside ``func``).
+"""``bcq demo``, ``bcq eval``, ``bcq corpus``: the real-model commands (torch and transformers load inside ``func``).
 
     bcq demo [-o runs/demo] [--quick]       quantize SmolLM2 (g = 64, AnyBCQ 2/3/4), calibrate, score every
                                             precision against RTN, fixed BCQ, Any-Precision; write a report
     bcq eval FILE [--bits 2,3] [--json]     perplexity, KL and greedy text of a saved quantized model
+    bcq corpus -o FILE.npz                  the tokenised calibration/test text, for a machine without gensim
+                                            (``bcq demo --corpus FILE.npz``, ``bcq eval --corpus FILE.npz``)
 """
 from __future__ import annotations
 
@@ -37,11 +39,17 @@ def add_parser(subparsers) -> None:
     d.add_argument("--calib-seqs", type=int, help="calibration sequences (default 32)")
     d.add_argument("--calib-len", type=int, help="tokens per calibration sequence (default 256)")
     d.add_argument("--calib-lr", type=float, help="relative Adam step (default 1e-2)")
+    d.add_argument("--calib-batch", type=int, help="calibration sequences per Adam step (default 2)")
     d.add_argument("--e2e-steps", type=int, help="end-to-end Adam steps per precision, +e2e methods (default 64)")
     d.add_argument("--e2e-seqs", type=int, help="end-to-end calibration sequences (default 64)")
     d.add_argument("--e2e-len", type=int, help="tokens per end-to-end sequence (default 256)")
     d.add_argument("--e2e-lr", type=float, help="end-to-end relative Adam step (default 2e-3)")
+    d.add_argument("--e2e-batch", type=int, help="end-to-end sequences per Adam step (default 1)")
     d.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    d.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                   help="where the model runs: auto (default) takes the GPU when torch sees one; the quantizers "
+                        "themselves always run on the CPU")
+    d.add_argument("--corpus", help="a .npz written by `bcq corpus` (default: tokenise the gensim text here)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
 
@@ -54,8 +62,18 @@ def add_parser(subparsers) -> None:
     e.add_argument("--window-len", type=int, default=512, help="tokens per window (default 512)")
     e.add_argument("--max-new-tokens", type=int, default=24, help="greedy continuation length (default 24)")
     e.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the models run (default auto: the GPU when torch sees one)")
+    e.add_argument("--corpus", help="a .npz written by `bcq corpus` (default: tokenise the gensim text here)")
     e.add_argument("--json", action="store_true", help="print machine-readable JSON")
     e.set_defaults(func=_eval)
+
+    c = subparsers.add_parser("corpus", help="write the tokenised Wikipedia calibration/test text to a .npz",
+                              description="Tokenise the gensim Wikipedia excerpt with SmolLM2's tokenizer, split "
+                                          "by article as `bcq demo` does, and save it (tokens, titles, digest) "
+                                          "for `--corpus` on a machine without gensim.")
+    c.add_argument("-o", "--out", required=True, help="output file (.npz)")
+    c.set_defaults(func=_corpus)
 
 
 def _demo(args) -> int:
@@ -65,13 +83,20 @@ def _demo(args) -> int:
 
     config = quick_config() if args.quick else DemoConfig()
     top = {"methods": args.methods, "bits": args.bits, "group_size": args.group_size, "windows": args.windows,
-           "window_len": args.window_len, "threads": args.threads}
-    calib = {"iters": args.calib_iters, "n_seqs": args.calib_seqs, "seq_len": args.calib_len, "lr": args.calib_lr}
+           "window_len": args.window_len, "threads": args.threads, "device": args.device}
+    calib = {"iters": args.calib_iters, "n_seqs": args.calib_seqs, "seq_len": args.calib_len, "lr": args.calib_lr,
+             "batch": args.calib_batch}
     calib = dataclasses.replace(config.calib, **{k: v for k, v in calib.items() if v is not None})
-    e2e = {"steps": args.e2e_steps, "n_seqs": args.e2e_seqs, "seq_len": args.e2e_len, "lr": args.e2e_lr}
+    e2e = {"steps": args.e2e_steps, "n_seqs": args.e2e_seqs, "seq_len": args.e2e_len, "lr": args.e2e_lr,
+           "batch": args.e2e_batch}
     e2e = dataclasses.replace(config.e2e, **{k: v for k, v in e2e.items() if v is not None})
     config = dataclasses.replace(config, calib=calib, e2e=e2e, **{k: v for k, v in top.items() if v is not None})
-    results = run_demo(config, args.out, progress=not args.no_progress)
+    corpus = None
+    if args.corpus:
+        from .data import read_corpus
+
+        corpus = read_corpus(args.corpus)  # checked before the model loads
+    results = run_demo(config, args.out, corpus=corpus, progress=not args.no_progress)
     print(f"report: {args.out}/report.md  (total {results['timing_s']['total']:.0f} s)")
     return 0
 
@@ -84,6 +109,7 @@ def _eval(args) -> int:
     from .convert import model_precisions, precision
 
     torch.set_num_threads(args.threads)
+    device = models.resolve_device(args.device)
     config = read_config(args.file)
     if config["base_model"] != models.SMOLLM2_ID:
         raise ValueError(f"file: made from {config['base_model']!r}; `bcq eval` knows the text and reference of "
@@ -93,13 +119,15 @@ def _eval(args) -> int:
     for p in bits:  # checked from the header, before anything heavy loads
         if p not in stored:
             raise ValueError(f"--bits: the file stores precisions {stored}, not {p}")
+    corpus = data.read_corpus(args.corpus) if args.corpus else None
     fp = models.load_model()
     tokenizer = models.load_tokenizer()
     import copy
 
     model, _ = load_checkpoint(args.file, copy.deepcopy(fp))
+    model, fp = model.to(device), fp.to(device)
     stored = model_precisions(model)
-    corpus = data.load_corpus(tokenizer)
+    corpus = corpus or data.load_corpus(tokenizer)
     ref = evaluate.reference(fp, data.eval_windows(corpus.test_tokens, args.windows, args.window_len))
     out = {"file": args.file, "base_model": config["base_model"], "quant": config["quant"], "fp_ppl": ref.ppl,
            "precisions": {}, "memory": evaluate.memory_bytes(model)}
@@ -122,4 +150,14 @@ def _eval(args) -> int:
     for p, r in out["precisions"].items():
         for prompt, text in zip(evaluate.PROMPTS, r["continuations"]):
             print(f"[{p}-bit] {prompt}{text}")
+    return 0
+
+
+def _corpus(args) -> int:
+    from . import data, models
+
+    path = data.save_corpus(data.load_corpus(models.load_tokenizer()), args.out)
+    corpus = data.read_corpus(path)
+    print(f"{path}: {len(corpus.calib_tokens)} calibration / {len(corpus.test_tokens)} test tokens, "
+          f"digest {data.corpus_digest(corpus.calib_tokens, corpus.test_tokens)}")
     return 0

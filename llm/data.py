@@ -12,12 +12,18 @@ lines and tokenised once, without special tokens, into one int64 stream.
 
     eval_windows(tokens, n, L)        -> int64 [n, L]  n evenly spaced, non-overlapping windows
     calibration_windows(tokens, n, L) -> int64 [n, L]  n random non-overlapping windows (seeded)
+
+A tokenised corpus can be saved (``save_corpus``, ``bcq corpus``) and read back (``read_corpus``,
+``bcq demo --corpus``) as a plain ``.npz`` (no pickles; a digest of the tokens guards against
+corruption), so that a machine without gensim (an offline GPU box) runs on exactly the same tokens.
 """
 from __future__ import annotations
 
 import bz2
+import hashlib
 import importlib.util
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +117,63 @@ def load_corpus(tokenizer, test_every: int = TEST_EVERY) -> Corpus:
     calib, test = split_articles(load_articles(), test_every)
     return Corpus(calib_tokens=tokenize(tokenizer, calib), test_tokens=tokenize(tokenizer, test),
                   calib_titles=tuple(a.title for a in calib), test_titles=tuple(a.title for a in test))
+
+
+CORPUS_KEYS = ("calib_tokens", "test_tokens", "calib_titles", "test_titles", "digest")
+
+
+def corpus_digest(calib_tokens: np.ndarray, test_tokens: np.ndarray) -> str:
+    """sha256 (first 16 hex digits) of both token streams as little-endian int64."""
+    h = hashlib.sha256()
+    for t in (calib_tokens, test_tokens):
+        h.update(np.ascontiguousarray(t, dtype="<i8").tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_corpus(corpus: Corpus, path) -> Path:
+    """Write the tokenised corpus to `path` (.npz: tokens, titles, digest), atomically; returns the path."""
+    from bcq_core.fileio import atomic_write
+
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"path: must end in .npz, got '{path}'")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"path: folder '{path.parent}' does not exist")
+    arrays = {"calib_tokens": np.asarray(corpus.calib_tokens, dtype=np.int64),
+              "test_tokens": np.asarray(corpus.test_tokens, dtype=np.int64),
+              "calib_titles": np.asarray(corpus.calib_titles, dtype=str),
+              "test_titles": np.asarray(corpus.test_titles, dtype=str),
+              "digest": np.asarray(corpus_digest(corpus.calib_tokens, corpus.test_tokens))}
+
+    def write(tmp):
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare name
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
+    return path
+
+
+def read_corpus(path) -> Corpus:
+    """The corpus save_corpus wrote; ValueError naming `path` for anything else, truncated or corrupted."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus: no file '{path}'")
+    try:
+        with np.load(path, allow_pickle=False) as z:  # object (pickled) arrays raise ValueError here
+            a = {k: z[k] for k in CORPUS_KEYS if k in z.files}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise ValueError(f"corpus: '{path}' is not a readable .npz corpus file ({e})") from None
+    missing = [k for k in CORPUS_KEYS if k not in a]
+    if missing:
+        raise ValueError(f"corpus: '{path}' is not a corpus file (missing {missing})")
+    for k in ("calib_tokens", "test_tokens"):
+        if a[k].dtype != np.int64 or a[k].ndim != 1 or not len(a[k]):
+            raise ValueError(f"corpus: {k} must be a non-empty int64 [T] stream, got {a[k].dtype} {a[k].shape}")
+    digest = corpus_digest(a["calib_tokens"], a["test_tokens"])
+    if str(a["digest"]) != digest:
+        raise ValueError(f"corpus: '{path}' is corrupted (token digest {digest}, file says {a['digest']})")
+    return Corpus(a["calib_tokens"], a["test_tokens"], tuple(str(t) for t in a["calib_titles"]),
+                  tuple(str(t) for t in a["test_titles"]))
 
 
 def eval_windows(tokens: np.ndarray, n: int, length: int) -> np.ndarray:

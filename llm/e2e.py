@@ -40,6 +40,7 @@ from .calibrate import (
     set_layers_precision,
 )
 from .convert import bcq_layers, model_precisions
+from .models import model_device
 
 
 @dataclass
@@ -108,6 +109,7 @@ def train_e2e(model_q: nn.Module, model_fp: nn.Module, ids, config: E2EConfig | 
         raise ValueError(f"ids: must be [S, L] token ids with L >= 2, got shape {tuple(ids.shape)}")
     if len(ids) < config.batch or len(ids) < config.held:
         raise ValueError(f"ids: {len(ids)} sequences, fewer than batch={config.batch} or held={config.held}")
+    ids = ids.to(model_device(model_q))
     layers = bcq_layers(model_q)
     before = {name: m.precision for name, m in layers.items()}
     generator = torch.Generator().manual_seed(config.seed)

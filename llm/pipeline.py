@@ -17,7 +17,10 @@ Steps, each timed (``results["timing_s"]``):
    the result is saved to out_dir/model_<method>_cal_e2e.safetensors;
 4. ``llm.report`` writes report.md and the plots.
 
-The model, tokenizer and corpus can be passed in (tests use a tiny Llama).
+The model, tokenizer and corpus can be passed in (tests use a tiny Llama).  ``DemoConfig.device``
+("auto": the GPU when torch sees one) places the models: activation statistics, calibration, end-to-end
+training and scoring run there, in float32 (``BCQLinear`` computes float32 inputs densely, so a GPU
+run gives the CPU's numbers); the quantizers themselves always run on the CPU.
 """
 from __future__ import annotations
 
@@ -74,6 +77,7 @@ class DemoConfig:
     e2e: E2EConfig = field(default_factory=E2EConfig)   # only for the "+e2e" methods
     max_new_tokens: int = 24
     threads: int = 2
+    device: str = "auto"             # "auto": the GPU when torch sees one, else the CPU
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
@@ -81,6 +85,8 @@ class DemoConfig:
             raise ValueError(f"methods: unknown {unknown}; choose from {list(METHODS)}")
         if tuple(sorted(self.bits)) != tuple(range(min(self.bits), max(self.bits) + 1)):
             raise ValueError(f"bits: must be consecutive, got {self.bits}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device: must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
 
 
 def quick_config() -> DemoConfig:
@@ -126,18 +132,20 @@ def run_demo(config: DemoConfig, out_dir, fp_model=None, tokenizer=None, corpus:
     from . import report
 
     torch.set_num_threads(config.threads)
+    device = models.resolve_device(config.device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     timer, t0 = _Timer(), time.perf_counter()
     bits, g = tuple(config.bits), config.group_size
     with timer("load"):
         tokenizer = tokenizer or models.load_tokenizer(config.model)
-        fp = fp_model if fp_model is not None else models.load_model(config.model)
+        fp = (fp_model if fp_model is not None else models.load_model(config.model)).to(device)
         corpus = corpus or data.load_corpus(tokenizer)
         windows = data.eval_windows(corpus.test_tokens, config.windows, config.window_len)
         calib_ids = data.calibration_windows(corpus.calib_tokens, config.calib.n_seqs, config.calib.seq_len)
-    log(f"loaded {models.model_id(fp)}: {len(corpus.calib_tokens)} calibration / {len(corpus.test_tokens)} test "
-        f"tokens; evaluating {config.windows} x {config.window_len}")
+    hardware = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {config.threads} torch threads"
+    log(f"loaded {models.model_id(fp)} on {hardware}: {len(corpus.calib_tokens)} calibration / "
+        f"{len(corpus.test_tokens)} test tokens; evaluating {config.windows} x {config.window_len}")
     with timer("reference"):
         ref = evaluate.reference(fp, windows, progress=progress)
         fp_text = evaluate.continuations(fp, tokenizer, max_new_tokens=config.max_new_tokens)
@@ -243,8 +251,10 @@ def run_demo(config: DemoConfig, out_dir, fp_model=None, tokenizer=None, corpus:
             finish(key, _row(METHODS[key], True, scores, bpw, ref))
         del fisher
     timer["total"] = round(time.perf_counter() - t0, 1)
-    results = {"config": asdict(config), "model": models.model_id(fp), "fp_ppl": ref.ppl,
+    results = {"config": asdict(config), "device": device, "hardware": hardware, "model": models.model_id(fp),
+               "fp_ppl": ref.ppl,
                "eval_tokens": int(windows.size), "calib_tokens": int(calib_ids.size),
+               "corpus_digest": data.corpus_digest(corpus.calib_tokens, corpus.test_tokens),
                "methods": rows, "timing_s": dict(timer), **extra}
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=1, default=str))
     report.write_report(results, out_dir)

@@ -105,7 +105,8 @@ def write_report(results: dict, out_dir) -> Path:
              f"Group size {results['config']['group_size']}, bits {results['config']['bits']}; perplexity on "
              f"{results['eval_tokens']} held-out Wikipedia tokens ({results['config']['windows']} windows of "
              f"{results['config']['window_len']}); KL(FP ‖ quantized) in nats per token; calibration on "
-             f"{results['calib_tokens']} tokens of other articles. Total time {t.get('total', 0):.0f} s.", "",
+             f"{results['calib_tokens']} tokens of other articles. Total time {t.get('total', 0):.0f} s"
+             f"{' on ' + results['hardware'] if 'hardware' in results else ''}.", "",
              ppl_table(results), "", "## Targets", "", "| target | wanted | measured | met |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {'yes' if ok else '**no**'} |" for a, b, c, ok in targets(results)]
     lines += ["", "## Memory (2/3/4-bit served by one model vs three)", "", memory_table(results), ""]

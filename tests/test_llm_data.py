@@ -56,3 +56,46 @@ def test_calibration_windows_are_disjoint_and_seeded():
     assert not np.array_equal(a, data.calibration_windows(tokens, 16, 256, seed=1))
     with pytest.raises(ValueError):
         data.calibration_windows(tokens, 100, 256)
+
+
+def _small_corpus(seed=0):
+    rng = np.random.default_rng(seed)
+    return data.Corpus(rng.integers(0, 49152, 300), rng.integers(0, 49152, 120), ("Alpha", "Ωmega"), ("Test",))
+
+
+def test_saved_corpus_reads_back_identically(tmp_path):
+    c = _small_corpus()
+    path = data.save_corpus(c, tmp_path / "c.npz")
+    back = data.read_corpus(path)
+    assert back.calib_tokens.tobytes() == c.calib_tokens.astype(np.int64).tobytes()
+    assert back.test_tokens.tobytes() == c.test_tokens.astype(np.int64).tobytes()
+    assert back.calib_titles == c.calib_titles and back.test_titles == c.test_titles
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]          # no temp file left behind
+
+
+def test_corrupted_truncated_or_foreign_corpus_files_are_refused(tmp_path):
+    c = _small_corpus()
+    good = data.save_corpus(c, tmp_path / "c.npz")
+    with pytest.raises(ValueError, match="path: must end in .npz"):
+        data.save_corpus(c, tmp_path / "c.bin")
+    truncated = tmp_path / "t.npz"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="corpus: .* not a readable .npz"):
+        data.read_corpus(truncated)
+    tampered = tmp_path / "x.npz"                                  # one token changed, old digest kept
+    with np.load(good) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["test_tokens"][3] += 1
+    np.savez(tampered, **arrays)
+    with pytest.raises(ValueError, match="corpus: .* is corrupted"):
+        data.read_corpus(tampered)
+    foreign = tmp_path / "f.npz"
+    np.savez(foreign, weights=np.zeros(3))
+    with pytest.raises(ValueError, match=r"corpus: .* not a corpus file \(missing"):
+        data.read_corpus(foreign)
+    pickled = tmp_path / "p.npz"                                   # object arrays are never unpickled
+    np.savez(pickled, **{**arrays, "calib_titles": np.array([{"a": 1}], dtype=object)})
+    with pytest.raises(ValueError, match="corpus: .* not a readable"):
+        data.read_corpus(pickled)
+    with pytest.raises(FileNotFoundError, match="corpus: no file"):
+        data.read_corpus(tmp_path / "none.npz")

@@ -39,18 +39,75 @@ def test_cuda_forward_matches_cpu_dequantized_matmul(M, asymmetric):
         assert (got - want).abs().max() <= 2e-2 * scale, (p, float((got - want).abs().max()), float(scale))
 
 
-def test_cuda_model_serves_every_precision():
+def _count_kernel_calls(monkeypatch) -> list:
+    """Wrap gpu.bcq_matmul so that every call BCQLinear makes is recorded (the name is looked up per call)."""
+    import gpu
+
+    calls, real = [], gpu.bcq_matmul
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gpu, "bcq_matmul", spy)
+    return calls
+
+
+def _tiny_rtn_model():
     from bcq_core.layout import pack
     from bcq_core.rtn import rtn_bcq
-    from llm.convert import precision, quantize_linears, replace_linears
+    from llm.convert import quantize_linears, replace_linears
     from llm.models import tiny_llama
 
     fp = tiny_llama()
-    model = replace_linears(tiny_llama(), quantize_linears(fp, lambda n, W: pack(rtn_bcq(W, 4, 32)), 32))
+    return replace_linears(tiny_llama(), quantize_linears(fp, lambda n, W: pack(rtn_bcq(W, 4, 32)), 32))
+
+
+def test_float16_cuda_model_serves_through_the_kernels(monkeypatch):
+    from llm.convert import bcq_layers
+
+    model = _tiny_rtn_model()
     ids = torch.randint(0, 256, (1, 16))
+    calls = _count_kernel_calls(monkeypatch)
+    with torch.no_grad():
+        cpu = model(ids).logits
+        gpu = model.half().cuda()(ids.cuda()).logits.float().cpu()
+    assert len(calls) == len(bcq_layers(model))            # every BCQLinear, once
+    assert torch.isfinite(gpu).all()
+    assert (gpu - cpu).abs().max() <= 2e-2 * cpu.abs().max()
+
+
+def test_float32_cuda_model_computes_in_float32_like_the_cpu(monkeypatch):
+    model = _tiny_rtn_model()
+    ids = torch.randint(0, 256, (2, 16))
+    calls = _count_kernel_calls(monkeypatch)
     with torch.no_grad():
         cpu = model(ids).logits
         gpu = model.cuda()(ids.cuda()).logits.cpu()
-        with precision(model, 4):
-            assert torch.isfinite(gpu).all()
-    assert (gpu - cpu).abs().max() <= 2e-2 * cpu.abs().max()
+    assert calls == []                                      # float32 asks for the dense float32 path
+    assert (gpu - cpu).abs().max() <= 1e-4 * cpu.abs().max()
+
+
+def test_demo_pipeline_on_cuda_matches_the_cpu(tmp_path):
+    """Calibration, end-to-end training and scoring on the GPU give the CPU's numbers (float32 both)."""
+    from llm.calibrate import CalibConfig
+    from llm.data import Corpus
+    from llm.e2e import E2EConfig
+    from llm.models import ByteTokenizer, tiny_llama
+    from llm.pipeline import DemoConfig, run_demo
+
+    rng = np.random.default_rng(0)
+    corpus = Corpus(rng.integers(0, 256, 4000), rng.integers(0, 256, 2000), ("a",), ("b",))
+    results = {}
+    for device in ("cpu", "cuda"):
+        config = DemoConfig(methods=("progressive+cal+e2e",), group_size=32, windows=2, window_len=48, iters=3,
+                            max_new_tokens=4, calib=CalibConfig(iters=4, n_seqs=4, seq_len=32),
+                            e2e=E2EConfig(steps=3, n_seqs=4, seq_len=32, held=2), device=device)
+        results[device] = run_demo(config, tmp_path / device, fp_model=tiny_llama(), tokenizer=ByteTokenizer(),
+                                   corpus=corpus, progress=False, log=lambda *a: None)
+    cpu, gpu = results["cpu"], results["cuda"]
+    assert gpu["device"] == "cuda" and cpu["device"] == "cpu"
+    assert gpu["fp_ppl"] == pytest.approx(cpu["fp_ppl"], rel=1e-5)
+    for key in ("progressive+cal", "progressive+cal+e2e"):
+        for p, v in cpu["methods"][key]["ppl"].items():
+            assert gpu["methods"][key]["ppl"][p] == pytest.approx(v, rel=2e-3), (key, p)

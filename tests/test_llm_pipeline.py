@@ -89,6 +89,12 @@ def test_bad_e2e_flag_is_refused_before_anything_loads(tmp_path, capsys):
     assert "steps: must be a positive int, got 0" in capsys.readouterr().err
     assert main(["demo", "--methods", "joint+cal+e2e", "--e2e-lr", "-1", "-o", str(tmp_path / "d")]) == 2
     assert "lr: must be a positive" in capsys.readouterr().err
+    (tmp_path / "c.npz").write_bytes(b"PK junk")
+    assert main(["demo", "--corpus", str(tmp_path / "c.npz"), "-o", str(tmp_path / "d")]) == 2
+    assert "corpus: " in capsys.readouterr().err
+    with pytest.raises(SystemExit):                                # argparse: not one of auto / cpu / cuda
+        main(["demo", "--device", "tpu", "-o", str(tmp_path / "d")])
+    assert "invalid choice: 'tpu'" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
 
 
@@ -117,3 +123,16 @@ def test_default_demo_runs_every_method_but_the_optional_joint_variants():
 
     assert set(DemoConfig().methods) == set(METHODS) - set(OPTIONAL)
     assert set(OPTIONAL) <= set(METHODS)
+
+
+def test_device_is_checked_and_auto_falls_back_to_the_cpu(monkeypatch):
+    from llm.models import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="device: 'cuda' asked for, but torch sees no CUDA device"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="device: must be 'auto', 'cpu' or 'cuda', got 'tpu'"):
+        resolve_device("tpu")
+    with pytest.raises(ValueError, match="device: must be"):
+        DemoConfig(device="gpu0")

@@ -46,3 +46,14 @@ def test_one_real_layer_through_bcqlinear(smollm2):
     m = BCQLinear.from_bcq(rtn_bcq(W, 4, 64))
     err = np.abs(m.dequantize(4).numpy() - rtn_dequantize(W, 4, 64)).max()
     assert err < 1e-3 * np.abs(W).max()  # only the float16 rounding of scale and offset
+
+
+def test_bcq_corpus_writes_the_demo_tokens(tmp_path, capsys):
+    """`bcq corpus` saves the real split, for `bcq demo --corpus` on a machine without gensim."""
+    from bcq_core.cli import main
+
+    assert main(["corpus", "-o", str(tmp_path / "c.npz")]) == 0
+    c = data.read_corpus(tmp_path / "c.npz")
+    assert len(c.calib_tokens) > 500_000 and len(c.test_tokens) > 100_000
+    assert not set(c.calib_titles) & set(c.test_titles)
+    assert data.corpus_digest(c.calib_tokens, c.test_tokens) in capsys.readouterr().out
