@@ -59,3 +59,25 @@ def test_bad_splits_and_groups_are_named():
         exact_mma_gemm(x, planes, alpha, group_size=128, split=1000)
     with pytest.raises(ValueError, match="group_size: the exact contract takes groups of 1"):
         contract_split(64, 4096, MAX_GROUP * 2)
+
+
+def test_the_split_rule_counts_the_kernels_row_blocks():
+    """contract_split counts (64-row tile, split) pairs because every exact kernel runs 64-row blocks.
+
+    The two numbers live apart on purpose (a kernel's tiling must never change the contract's bytes:
+    the split decides only the order of additions, not which rows a block holds), so this test is what
+    keeps the rule's work estimate true when a kernel's block height changes: change both, or neither.
+    """
+    import re
+    from pathlib import Path
+
+    from gpu.kernels import EXACT_ROWS_PER_BLOCK
+
+    assert EXACT_ROWS_PER_BLOCK == SPLIT_ROWS
+    src = Path(__file__).resolve().parents[1] / "gpu"
+    kernels = (("imma_gemm.cu", "kImmaWarps", "kImmaRows"), ("mma_gemm.cu", "kWarpsPerBlock", "kRowsPerWarp"),
+               ("bmma_gemv.cu", "kBmmaWarps", "kBmmaRows"))
+    for name, warps, rows in kernels:
+        text = (src / name).read_text()
+        value = {k: int(re.search(rf"constexpr int {k} = (\d+);", text).group(1)) for k in (warps, rows)}
+        assert value[warps] * value[rows] == SPLIT_ROWS, name
