@@ -16,7 +16,8 @@ Forward at ``self.precision`` = p:
   ``bcq_matmul(x16, planes[:p], alpha_p, beta_p, g)`` on float16 activations, result cast back to x's dtype.
 * Any other input (CPU, or float32 on CUDA): dequantize Ŵ_p once (in x's dtype, cached for the current
   precision), then ``F.linear``.  A float32 model asks for float32 math, which the float16 kernels do not
-  give: calibration and evaluation of the float32 research model compute the same on a GPU as on the CPU.
+  give: calibration and evaluation of the float32 research model compute the same math on a GPU as on the CPU
+  (up to the order of float sums).
 * Scale training (``llm.calibrate``): ``train_scales(p)`` turns α_p (and β_p) into float32 Parameters
   and the forward rebuilds Ŵ_p from them differentiably each call; the binary codes never change.
   ``finish_scale_training()`` rounds the trained scales back into the float16 buffers.

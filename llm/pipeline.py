@@ -20,7 +20,7 @@ Steps, each timed (``results["timing_s"]``):
 The model, tokenizer and corpus can be passed in (tests use a tiny Llama).  ``DemoConfig.device``
 ("auto": the GPU when torch sees one) places the models: activation statistics, calibration, end-to-end
 training and scoring run there, in float32 (``BCQLinear`` computes float32 inputs densely, so a GPU
-run gives the CPU's numbers); the quantizers themselves always run on the CPU.
+run gives the CPU's numbers up to float summation order); the quantizers themselves always run on the CPU.
 """
 from __future__ import annotations
 
