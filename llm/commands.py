@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+from .models import DEVICES
+
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
@@ -46,7 +48,7 @@ def add_parser(subparsers) -> None:
     d.add_argument("--e2e-lr", type=float, help="end-to-end relative Adam step (default 2e-3)")
     d.add_argument("--e2e-batch", type=int, help="end-to-end sequences per Adam step (default 1)")
     d.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    d.add_argument("--device", choices=("auto", "cpu", "cuda"),
+    d.add_argument("--device", choices=DEVICES,
                    help="where the model runs: auto (default) takes the GPU when torch sees one; the quantizers "
                         "themselves always run on the CPU")
     d.add_argument("--corpus", help="a .npz written by `bcq corpus` (default: tokenise the gensim text here)")
@@ -62,7 +64,7 @@ def add_parser(subparsers) -> None:
     e.add_argument("--window-len", type=int, default=512, help="tokens per window (default 512)")
     e.add_argument("--max-new-tokens", type=int, default=24, help="greedy continuation length (default 24)")
     e.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+    e.add_argument("--device", choices=DEVICES, default="auto",
                    help="where the models run (default auto: the GPU when torch sees one)")
     e.add_argument("--corpus", help="a .npz written by `bcq corpus` (default: tokenise the gensim text here)")
     e.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -156,8 +158,8 @@ def _eval(args) -> int:
 def _corpus(args) -> int:
     from . import data, models
 
-    path = data.save_corpus(data.load_corpus(models.load_tokenizer()), args.out)
-    corpus = data.read_corpus(path)
+    corpus = data.load_corpus(models.load_tokenizer())
+    path = data.save_corpus(corpus, args.out)
     print(f"{path}: {len(corpus.calib_tokens)} calibration / {len(corpus.test_tokens)} test tokens, "
           f"digest {data.corpus_digest(corpus.calib_tokens, corpus.test_tokens)}")
     return 0

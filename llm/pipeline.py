@@ -85,8 +85,7 @@ class DemoConfig:
             raise ValueError(f"methods: unknown {unknown}; choose from {list(METHODS)}")
         if tuple(sorted(self.bits)) != tuple(range(min(self.bits), max(self.bits) + 1)):
             raise ValueError(f"bits: must be consecutive, got {self.bits}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device: must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        models.check_device(self.device)
 
 
 def quick_config() -> DemoConfig:
