@@ -231,7 +231,7 @@ def bmma_gemv(x, planes, alpha, beta=None, *, group_size: int, out=None, split: 
     256}, p <= 4 and batch up to 8 * g / 256 (rounded up to a power of two): 4 at g = 128.
     split: the contract's inputs per split; None = reference.exact_mma.contract_split of the shape.
     """
-    _check_split(split)
+    exact_mma.check_split(split)
     x, planes, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(
         x, planes, alpha, beta, group_size, out, MAX_MMA_BATCH, "bmma_gemv")
     if not bmma_supports(M, p, group_size):
@@ -262,12 +262,6 @@ def _num_splits(G: int, group_size: int, split: int) -> int:
     return -(-G // (split // group_size))
 
 
-def _check_split(split) -> None:
-    """A caller's split must be one the contract defines (reference.exact_mma.SPLIT_CHOICES)."""
-    if split is not None and split not in exact_mma.SPLIT_CHOICES:
-        raise ValueError(f"split: must be one of {exact_mma.SPLIT_CHOICES} or None, got {split!r}")
-
-
 def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: int | None = None):
     """y = x W_hat^T (float16 [M, N], M <= 16, p <= 4) on int8 tensor cores; bit-exact with
     reference.exact_mma_gemm, so the same bytes as mma_gemm and bmma_gemv.
@@ -276,7 +270,7 @@ def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: 
     (bcq::encode_digits), then the GEMM (rows of x never interact, so 16 rows are two tiles of 8).
     split: the contract's inputs per split; None = reference.exact_mma.contract_split of the shape.
     """
-    _check_split(split)
+    exact_mma.check_split(split)
     x, planes, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(
         x, planes, alpha, beta, group_size, out, MAX_MMA_BATCH, "imma_gemm")
     if not imma_supports(M, p, group_size):
@@ -302,7 +296,7 @@ def mma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: i
     Two launches: activations to fixed-point digits (encode_activations), then the GEMM.
     split: the contract's inputs per split; None = reference.exact_mma.contract_split of the shape.
     """
-    _check_split(split)
+    exact_mma.check_split(split)
     if group_size > MAX_GROUP:
         raise ValueError(f"group_size: mma_gemm takes groups of at most {MAX_GROUP} inputs, got {group_size}")
     x, planes, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(

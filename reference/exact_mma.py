@@ -26,6 +26,8 @@ Rows of x never interact: the result for one row does not depend on the batch si
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from bcq_core.layout import unpack_bits
@@ -54,6 +56,7 @@ def encode_activations(x: np.ndarray, group_size: int):
             lo.reshape(M, K).astype(np.float16), E.astype(np.int64), X)
 
 
+@functools.lru_cache(maxsize=None)  # the kernels ask for it on every launch
 def contract_split(N: int, K: int, group_size: int) -> int:
     """Inputs per split of the contract for an N x K layer (step 4 of the module docstring).
 
@@ -72,6 +75,12 @@ def contract_split(N: int, K: int, group_size: int) -> int:
     return SPLIT_CHOICES[-1]
 
 
+def check_split(split) -> None:
+    """A caller's split must be one the contract defines (SPLIT_CHOICES) or None; ValueError otherwise."""
+    if split is not None and split not in SPLIT_CHOICES:
+        raise ValueError(f"split: must be one of {SPLIT_CHOICES} or None, got {split!r}")
+
+
 def exact_mma_gemm(x, planes, alpha, beta=None, *, group_size: int, split: int | None = None) -> np.ndarray:
     """y = x W_hat^T, float16 [M, N], bit-exact with gpu.mma_gemm (see the module docstring).
 
@@ -85,10 +94,9 @@ def exact_mma_gemm(x, planes, alpha, beta=None, *, group_size: int, split: int |
     if g > MAX_GROUP:
         raise ValueError(f"group_size: the tensor-core kernel takes groups of at most {MAX_GROUP} inputs "
                          f"(its integer sums must stay below 2^31), got {g}")
+    check_split(split)
     if split is None:
         split = contract_split(N, K, g)
-    elif split not in SPLIT_CHOICES:
-        raise ValueError(f"split: must be one of {SPLIT_CHOICES} or None, got {split!r}")
     fix, _, _, E, X = encode_activations(x, g)
     bits = ((unpack_bits(planes) + 1) // 2).astype(np.float64).reshape(p, N, G, g)  # beta_ik in {0, 1}
     # integer sums, exact in float64 (|S| < 2^29)
