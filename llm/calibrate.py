@@ -164,13 +164,6 @@ def _out(y):
     return y[0] if isinstance(y, tuple) else y
 
 
-def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """t (on the CPU) on device; to a GPU through pinned memory, so the host does not wait for the copy."""
-    if device.type != "cuda":
-        return t
-    return t.pin_memory().to(device, non_blocking=True)
-
-
 def scale_gradients(params, factor: float) -> list:
     """Multiply the gradient of every tensor in params by factor (hooks; remove them when done)."""
     return [t.register_hook(lambda grad: grad * factor) for t in params]
@@ -205,17 +198,17 @@ def calibrate_block(block_q: nn.Module, x_q: torch.Tensor, x_fp: torch.Tensor, y
     losses = []
     try:
         for _ in range(config.iters):
-            # drawn on the CPU generator, so a CPU and a GPU run draw the same batches and masks
-            idx = to_device(torch.randint(len(x_q), (config.batch,), generator=generator), x_q.device)
+            idx = torch.randint(len(x_q), (config.batch,), generator=generator)
             xq = x_q[idx]                                                   # (batch, L, H)
-            keep_q = to_device(torch.rand(xq.shape, generator=generator) < config.mix, xq.device)
+            # drawn on the CPU generator, so a CPU and a GPU run draw the same batches and masks
+            keep_q = (torch.rand(xq.shape, generator=generator) < config.mix).to(xq.device)
             x = torch.where(keep_q, xq, x_fp[idx])
             loss = torch.mean((_out(block_q(x, **kw)) - y[idx]) ** 2)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(loss.detach())  # read once at the end: .item() here would wait for the GPU every step
+            losses.append(loss.item())
     finally:
         for h in hooks:
             h.remove()
@@ -223,7 +216,7 @@ def calibrate_block(block_q: nn.Module, x_q: torch.Tensor, x_fp: torch.Tensor, y
             m.finish_scale_training()
         for t in frozen:
             t.requires_grad_(True)
-    return torch.stack(losses).tolist()
+    return losses
 
 
 def calibrate(model_q: nn.Module, model_fp: nn.Module, ids: np.ndarray | torch.Tensor,

@@ -38,7 +38,6 @@ from .calibrate import (
     save_scales,
     scale_optimizer,
     set_layers_precision,
-    to_device,
 )
 from .convert import bcq_layers, model_precisions
 from .models import model_device
@@ -148,7 +147,7 @@ def _train_precision(model_q, model_fp, ids, p, config, generator, progress) -> 
     bar = tqdm(range(config.steps), desc=f"e2e {p}-bit", unit="step", disable=not progress)
     try:
         for i in bar:
-            x = ids[to_device(order[i * config.batch:(i + 1) * config.batch], ids.device)]
+            x = ids[order[i * config.batch:(i + 1) * config.batch]]
             with torch.no_grad():
                 teacher = _logits(model_fp, x)
             loss = kl_loss(teacher, _logits(model_q, x))
@@ -156,12 +155,11 @@ def _train_precision(model_q, model_fp, ids, p, config, generator, progress) -> 
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(loss.detach())                         # no graph survives the step
-            if i % 16 == 0:                                      # reading it waits for the GPU: not every step
-                bar.set_postfix(kl=f"{float(losses[-1]):.4f}")
+            losses.append(loss.item())                           # a float: no graph survives the step
+            bar.set_postfix(kl=f"{losses[-1]:.4f}")
             del teacher, loss
     finally:
         bar.close()
         for m in layers:
             m.finish_scale_training()                            # round into the float16 buffers
-    return torch.stack(losses).tolist()
+    return losses
