@@ -166,10 +166,11 @@ def atomic_write_text(path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def _check_out_path(path) -> Path:
+def check_out_path(path, suffix: str = ".safetensors") -> Path:
+    """path as a Path, if it ends in suffix and its folder exists (ValueError / FileNotFoundError naming `path`)."""
     path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(f"path: must end in .safetensors, got '{path}'")
+    if path.suffix != suffix:
+        raise ValueError(f"path: must end in {suffix}, got '{path}'")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"path: folder '{path.parent}' does not exist")
     return path
@@ -195,7 +196,7 @@ def save(path, matrices: Mapping[str, PackedBCQ], *, method: str, extra_meta: Ma
     matrix_meta: {name: dict} of extra per-matrix keys (JSON values), e.g. {"source": "W", "bits": 2};
         it may override "method" but no other key of MATRIX_KEYS.
     """
-    path = _check_out_path(path)
+    path = check_out_path(path)
     if not isinstance(matrices, Mapping) or not matrices:
         raise ValueError("matrices: must be a non-empty dict {name: PackedBCQ}")
     if not isinstance(method, str) or not method:
@@ -354,7 +355,7 @@ def save_official(path, matrices: Mapping[str, PackedBCQ]) -> Path:
 
     qweight int32 [K/32, P, N], alpha_p float16 [G, p, N], beta_p float16 [G, N] (``layout.to_official``).
     """
-    path = _check_out_path(path)
+    path = check_out_path(path)
     if not isinstance(matrices, Mapping) or not matrices:
         raise ValueError("matrices: must be a non-empty dict {name: PackedBCQ}")
     tensors = {f"{name}.{k}": v for name, q in matrices.items() for k, v in to_official(q).items()}

@@ -161,5 +161,5 @@ def _corpus(args) -> int:
     corpus = data.load_corpus(models.load_tokenizer())
     path = data.save_corpus(corpus, args.out)
     print(f"{path}: {len(corpus.calib_tokens)} calibration / {len(corpus.test_tokens)} test tokens, "
-          f"digest {data.corpus_digest(corpus.calib_tokens, corpus.test_tokens)}")
+          f"digest {corpus.digest}")
     return 0

@@ -20,6 +20,7 @@ corruption), so that a machine without gensim (an offline GPU box) runs on exact
 from __future__ import annotations
 
 import bz2
+import functools
 import hashlib
 import importlib.util
 import re
@@ -48,6 +49,11 @@ class Corpus:
     test_tokens: np.ndarray
     calib_titles: tuple[str, ...]
     test_titles: tuple[str, ...]
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """corpus_digest of the two token streams (hashed once per Corpus)."""
+        return corpus_digest(self.calib_tokens, self.test_tokens)
 
 
 def packaged_file(package: str, relpath: str, argument: str, install: str) -> Path:
@@ -132,18 +138,14 @@ def corpus_digest(calib_tokens: np.ndarray, test_tokens: np.ndarray) -> str:
 
 def save_corpus(corpus: Corpus, path) -> Path:
     """Write the tokenised corpus to `path` (.npz: tokens, titles, digest), atomically; returns the path."""
-    from bcq_core.fileio import atomic_write
+    from bcq_core.fileio import atomic_write, check_out_path
 
-    path = Path(path)
-    if path.suffix != ".npz":
-        raise ValueError(f"path: must end in .npz, got '{path}'")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"path: folder '{path.parent}' does not exist")
+    path = check_out_path(path, ".npz")
     arrays = {"calib_tokens": np.asarray(corpus.calib_tokens, dtype=np.int64),
               "test_tokens": np.asarray(corpus.test_tokens, dtype=np.int64),
               "calib_titles": np.asarray(corpus.calib_titles, dtype=str),
               "test_titles": np.asarray(corpus.test_titles, dtype=str),
-              "digest": np.asarray(corpus_digest(corpus.calib_tokens, corpus.test_tokens))}
+              "digest": np.asarray(corpus.digest)}
 
     def write(tmp):
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare name
@@ -169,11 +171,11 @@ def read_corpus(path) -> Corpus:
     for k in ("calib_tokens", "test_tokens"):
         if a[k].dtype != np.int64 or a[k].ndim != 1 or not len(a[k]):
             raise ValueError(f"corpus: {k} must be a non-empty int64 [T] stream, got {a[k].dtype} {a[k].shape}")
-    digest = corpus_digest(a["calib_tokens"], a["test_tokens"])
-    if str(a["digest"]) != digest:
-        raise ValueError(f"corpus: '{path}' is corrupted (token digest {digest}, file says {a['digest']})")
-    return Corpus(a["calib_tokens"], a["test_tokens"], tuple(str(t) for t in a["calib_titles"]),
-                  tuple(str(t) for t in a["test_titles"]))
+    corpus = Corpus(a["calib_tokens"], a["test_tokens"], tuple(str(t) for t in a["calib_titles"]),
+                    tuple(str(t) for t in a["test_titles"]))
+    if str(a["digest"]) != corpus.digest:
+        raise ValueError(f"corpus: '{path}' is corrupted (token digest {corpus.digest}, file says {a['digest']})")
+    return corpus
 
 
 def eval_windows(tokens: np.ndarray, n: int, length: int) -> np.ndarray:

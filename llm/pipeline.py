@@ -253,7 +253,7 @@ def run_demo(config: DemoConfig, out_dir, fp_model=None, tokenizer=None, corpus:
     results = {"config": asdict(config), "device": device, "hardware": hardware, "model": models.model_id(fp),
                "fp_ppl": ref.ppl,
                "eval_tokens": int(windows.size), "calib_tokens": int(calib_ids.size),
-               "corpus_digest": data.corpus_digest(corpus.calib_tokens, corpus.test_tokens),
+               "corpus_digest": corpus.digest,
                "methods": rows, "timing_s": dict(timer), **extra}
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=1, default=str))
     report.write_report(results, out_dir)
