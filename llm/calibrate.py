@@ -22,8 +22,9 @@ lr 1e-4.  On a 2-core CPU this module's default is ``CalibConfig()``: 32 iterati
 precision on 32 Wikipedia sequences of 256 tokens (batch 2), Adam step 1e-2 relative to the layer's
 mean |α| (fewer steps need a larger step; 3e-2 made 4-bit blocks worse on SmolLM2), that is 156x
 fewer iterations and 64x fewer calibration tokens: about 5.5 minutes for 30 blocks x 3 precisions.
-On a GPU (the model's device; float32 there too) a step of 4 x 256 tokens takes about 9.5 ms on an
-H200, so 256 iterations on 128 sequences take under 4 minutes (docs/results_smollm2.md).
+On a GPU (the model's device; float32 there too) a step of 4 x 256 tokens took about 9.5 ms on an
+H200 issued op by op (bound by the host: docs/results_smollm2.md); there each step is now replayed
+from a CUDA graph (``llm.cuda_graph``, ``CalibConfig.cuda_graph``), the same kernels launched at once.
 A block that comes out worse on its own input keeps its old scales (``BlockStats.reverted``).  The planes come from the
 uncalibrated progressive expansion (the quantizer fits all precisions first); the paper seeds plane
 p+1 from the residual of the already calibrated α_p.
@@ -40,6 +41,7 @@ from tqdm.auto import tqdm
 
 from .bcq_linear import BCQLinear
 from .convert import bcq_layers, model_precisions
+from .cuda_graph import capture_step
 from .models import decoder_blocks, model_device
 
 
@@ -55,6 +57,7 @@ class CalibConfig:
     mix: float = 0.5         # paper: 0.5 (1.0 for Qwen/Phi): P(input element from the quantized stream)
     seed: int = 0
     precisions: tuple[int, ...] | None = None  # default: every precision the model stores
+    cuda_graph: bool = True  # on a GPU, replay each step from a CUDA graph (llm.cuda_graph)
 
     def __post_init__(self):
         check_training_config(self, ("iters", "batch", "n_seqs", "seq_len"))
@@ -164,6 +167,11 @@ def _out(y):
     return y[0] if isinstance(y, tuple) else y
 
 
+def _pinned(t: torch.Tensor) -> torch.Tensor:
+    """t in page-locked memory where CUDA is present, so that a copy to the GPU does not stall the host."""
+    return t.pin_memory() if torch.cuda.is_available() else t
+
+
 def scale_gradients(params, factor: float) -> list:
     """Multiply the gradient of every tensor in params by factor (hooks; remove them when done)."""
     return [t.register_hook(lambda grad: grad * factor) for t in params]
@@ -177,13 +185,18 @@ def freeze_parameters(module: nn.Module) -> list[torch.Tensor]:
     return frozen
 
 
-def scale_optimizer(linears, p: int, lr: float, steps: int):
+def scale_optimizer(linears, p: int, lr: float, steps: int, capturable: bool = False):
     """Adam over α_p (and β_p) of every BCQLinear in linears, each tensor's step lr · mean|t| (so the
     step is scale-free), cosine-decayed to 0 over steps.  Returns (optimizer, scheduler, the
-    trainable tensors of each layer); the layers are in training mode until finish_scale_training()."""
+    trainable tensors of each layer); the layers are in training mode until finish_scale_training().
+    capturable: Adam's CUDA-graph form (its step count and learning rates are tensors on the device)."""
     params = [m.train_scales(p) for m in linears]
-    groups = [{"params": [t], "lr": lr * (float(t.detach().abs().mean()) or 1.0)} for ts in params for t in ts]
-    opt = torch.optim.Adam(groups)
+    groups = []
+    for ts in params:
+        for t in ts:
+            step = lr * (float(t.detach().abs().mean()) or 1.0)
+            groups.append({"params": [t], "lr": torch.tensor(step, device=t.device) if capturable else step})
+    opt = torch.optim.Adam(groups, capturable=capturable)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 0.5 * (1 + math.cos(math.pi * it / steps)))
     return opt, sched, params
 
@@ -193,22 +206,37 @@ def calibrate_block(block_q: nn.Module, x_q: torch.Tensor, x_fp: torch.Tensor, y
     """Train α_p (and β_p) of every BCQLinear in block_q towards y; returns the loss of every step."""
     linears = list(bcq_layers(block_q).values())
     frozen = freeze_parameters(block_q)  # norms and biases stay as they are: only the scales train
-    opt, sched, params = scale_optimizer(linears, p, config.lr, config.iters)
+    graphed = config.cuda_graph and x_q.is_cuda
+    opt, sched, params = scale_optimizer(linears, p, config.lr, config.iters, capturable=graphed)
     hooks = [h for m, ts in zip(linears, params) for h in scale_gradients(ts, 1.0 / m.group_size)]  # the paper's 1/g
+    # one step's draw, filled in place (a CUDA graph reads these very tensors)
+    idx = torch.zeros(config.batch, dtype=torch.long, device=x_q.device)
+    keep_q = torch.zeros((config.batch,) + tuple(x_q.shape[1:]), dtype=torch.bool, device=x_q.device)
+
+    def body():
+        x = torch.where(keep_q, x_q[idx], x_fp[idx])                        # (batch, L, H)
+        return torch.mean((_out(block_q(x, **kw)) - y[idx]) ** 2)
+
     losses = []
     try:
+        if graphed:
+            step = capture_step(body, opt, [t for ts in params for t in ts])
+        else:
+            def step():
+                loss = body()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                return loss
         for _ in range(config.iters):
-            idx = torch.randint(len(x_q), (config.batch,), generator=generator)
-            xq = x_q[idx]                                                   # (batch, L, H)
             # drawn on the CPU generator, so a CPU and a GPU run draw the same batches and masks
-            keep_q = (torch.rand(xq.shape, generator=generator) < config.mix).to(xq.device)
-            x = torch.where(keep_q, xq, x_fp[idx])
-            loss = torch.mean((_out(block_q(x, **kw)) - y[idx]) ** 2)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            draw = torch.randint(len(x_q), (config.batch,), generator=generator)
+            mask = torch.rand(keep_q.shape, generator=generator) < config.mix
+            idx.copy_(_pinned(draw), non_blocking=True)
+            keep_q.copy_(_pinned(mask), non_blocking=True)
+            losses.append(step().detach().clone())  # read at the end: .item() would wait for every step
             sched.step()
-            losses.append(loss.item())
+        losses = torch.stack(losses).tolist()
     finally:
         for h in hooks:
             h.remove()

@@ -47,6 +47,8 @@ def add_parser(subparsers) -> None:
     d.add_argument("--e2e-len", type=int, help="tokens per end-to-end sequence (default 256)")
     d.add_argument("--e2e-lr", type=float, help="end-to-end relative Adam step (default 2e-3)")
     d.add_argument("--e2e-batch", type=int, help="end-to-end sequences per Adam step (default 1)")
+    d.add_argument("--no-cuda-graph", action="store_true",
+                   help="on a GPU, issue every training step op by op instead of replaying a CUDA graph")
     d.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     d.add_argument("--device", choices=DEVICES,
                    help="where the model runs: auto (default) takes the GPU when torch sees one; the quantizers "
@@ -87,10 +89,10 @@ def _demo(args) -> int:
     top = {"methods": args.methods, "bits": args.bits, "group_size": args.group_size, "windows": args.windows,
            "window_len": args.window_len, "threads": args.threads, "device": args.device}
     calib = {"iters": args.calib_iters, "n_seqs": args.calib_seqs, "seq_len": args.calib_len, "lr": args.calib_lr,
-             "batch": args.calib_batch}
+             "batch": args.calib_batch, "cuda_graph": False if args.no_cuda_graph else None}
     calib = dataclasses.replace(config.calib, **{k: v for k, v in calib.items() if v is not None})
     e2e = {"steps": args.e2e_steps, "n_seqs": args.e2e_seqs, "seq_len": args.e2e_len, "lr": args.e2e_lr,
-           "batch": args.e2e_batch}
+           "batch": args.e2e_batch, "cuda_graph": False if args.no_cuda_graph else None}
     e2e = dataclasses.replace(config.e2e, **{k: v for k, v in e2e.items() if v is not None})
     config = dataclasses.replace(config, calib=calib, e2e=e2e, **{k: v for k, v in top.items() if v is not None})
     corpus = None

@@ -40,6 +40,7 @@ from .calibrate import (
     set_layers_precision,
 )
 from .convert import bcq_layers, model_precisions
+from .cuda_graph import capture_step
 from .models import model_device
 
 
@@ -55,6 +56,7 @@ class E2EConfig:
     held: int = 4            # of the n_seqs, how many measure the loss before/after (the guard)
     seed: int = 0
     precisions: tuple[int, ...] | None = None  # default: every precision the model stores
+    cuda_graph: bool = True  # on a GPU, replay each step from a CUDA graph (llm.cuda_graph)
 
     def __post_init__(self):
         check_training_config(self, ("steps", "n_seqs", "seq_len", "batch", "held"))
@@ -140,24 +142,36 @@ def train_e2e(model_q: nn.Module, model_fp: nn.Module, ids, config: E2EConfig | 
 
 def _train_precision(model_q, model_fp, ids, p, config, generator, progress) -> list[float]:
     layers = list(bcq_layers(model_q).values())
-    opt, sched, _ = scale_optimizer(layers, p, config.lr, config.steps)
+    graphed = config.cuda_graph and ids.is_cuda
+    opt, sched, params = scale_optimizer(layers, p, config.lr, config.steps, capturable=graphed)
     losses = []
     passes = -(-config.steps * config.batch // len(ids))                 # every sequence once per pass
     order = torch.cat([torch.randperm(len(ids), generator=generator) for _ in range(passes)])
-    bar = tqdm(range(config.steps), desc=f"e2e {p}-bit", unit="step", disable=not progress)
-    try:
-        for i in bar:
-            x = ids[order[i * config.batch:(i + 1) * config.batch]]
-            with torch.no_grad():
-                teacher = _logits(model_fp, x)
-            loss = kl_loss(teacher, _logits(model_q, x))
+    x = ids[:config.batch].clone()          # this step's sequences, filled in place (a CUDA graph reads x)
+
+    def body():
+        with torch.no_grad():
+            teacher = _logits(model_fp, x)
+        return kl_loss(teacher, _logits(model_q, x))
+
+    if graphed:
+        step = capture_step(body, opt, [t for ts in params for t in ts])
+    else:
+        def step():
+            loss = body()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            return loss.detach()                                 # no graph survives the step
+    bar = tqdm(range(config.steps), desc=f"e2e {p}-bit", unit="step", disable=not progress)
+    try:
+        for i in bar:
+            x.copy_(ids[order[i * config.batch:(i + 1) * config.batch].to(ids.device)])
+            losses.append(step().detach().clone())               # read at the end, not every step
             sched.step()
-            losses.append(loss.item())                           # a float: no graph survives the step
-            bar.set_postfix(kl=f"{losses[-1]:.4f}")
-            del teacher, loss
+            if i % 32 == 0:                                      # reading one waits for the GPU
+                bar.set_postfix(kl=f"{float(losses[-1]):.4f}")
+        losses = torch.stack(losses).tolist()
     finally:
         bar.close()
         for m in layers:

@@ -96,6 +96,15 @@ def memory_table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def e2e_text(results) -> str:
+    """', end-to-end training on N tokens of them' when an end-to-end method ran (its windows come from the
+    same calibration articles, drawn with another seed), else ''."""
+    e2e = results["config"].get("e2e")
+    if not e2e or not any(m.endswith("+e2e") for m in results["config"]["methods"]):
+        return ""
+    return f", end-to-end training on {e2e['n_seqs'] * e2e['seq_len']} tokens of them"
+
+
 def write_report(results: dict, out_dir) -> Path:
     """Write report.md and the plots; returns the markdown path."""
     out_dir = Path(out_dir)
@@ -104,8 +113,8 @@ def write_report(results: dict, out_dir) -> Path:
     lines = [f"# {results['model']}: multi-precision AnyBCQ against the baselines", "",
              f"Group size {results['config']['group_size']}, bits {results['config']['bits']}; perplexity on "
              f"{results['eval_tokens']} held-out Wikipedia tokens ({results['config']['windows']} windows of "
-             f"{results['config']['window_len']}); KL(FP ‖ quantized) in nats per token; calibration on "
-             f"{results['calib_tokens']} tokens of other articles. Total time {t.get('total', 0):.0f} s"
+             f"{results['config']['window_len']}); KL(FP ‖ quantized) in nats per token; block calibration on "
+             f"{results['calib_tokens']} tokens of other articles{e2e_text(results)}. Total time {t.get('total', 0):.0f} s"
              f"{' on ' + results['hardware'] if 'hardware' in results else ''}.", "",
              ppl_table(results), "", "## Targets", "", "| target | wanted | measured | met |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {'yes' if ok else '**no**'} |" for a, b, c, ok in targets(results)]

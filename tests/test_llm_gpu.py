@@ -111,3 +111,44 @@ def test_demo_pipeline_on_cuda_matches_the_cpu(tmp_path):
     for key in ("progressive+cal", "progressive+cal+e2e"):
         for p, v in cpu["methods"][key]["ppl"].items():
             assert gpu["methods"][key]["ppl"][p] == pytest.approx(v, rel=2e-3), (key, p)
+
+
+def _alphas(model):
+    return torch.cat([t.float().flatten().cpu() for n, t in model.state_dict().items() if "alpha" in n])
+
+
+def test_calibration_replayed_from_a_cuda_graph_trains_like_eager_steps():
+    """The graphed step is the eager step: the same losses and scales (up to Adam's capturable form)."""
+    from llm.calibrate import CalibConfig, calibrate
+    from llm_testing import two_precision_pair
+
+    ids = torch.randint(0, 256, (8, 32), generator=torch.Generator().manual_seed(0))
+    out = {}
+    for graphed in (False, True):
+        model, fp = two_precision_pair()
+        model, fp = model.cuda(), fp.cuda()
+        stats = calibrate(model, fp, ids, CalibConfig(iters=40, n_seqs=8, seq_len=32, lr=3e-2, cuda_graph=graphed),
+                          progress=False)
+        out[graphed] = ([s.losses for s in stats], _alphas(model))
+    (eager_losses, eager_alpha), (graph_losses, graph_alpha) = out[False], out[True]
+    assert not torch.equal(eager_alpha, _alphas(two_precision_pair()[0]))  # training moved the scales
+    for e, g in zip(eager_losses, graph_losses):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(graph_alpha, eager_alpha, rtol=2e-3, atol=1e-6)  # float16 scales: one ulp
+
+
+def test_end_to_end_training_replayed_from_a_cuda_graph_trains_like_eager_steps():
+    from llm.e2e import E2EConfig, train_e2e
+    from llm_testing import two_precision_pair
+
+    ids = torch.randint(0, 256, (8, 32), generator=torch.Generator().manual_seed(0))
+    out = {}
+    for graphed in (False, True):
+        model, fp = two_precision_pair()
+        model, fp = model.cuda(), fp.cuda()
+        stats = train_e2e(model, fp, ids, E2EConfig(steps=12, n_seqs=8, seq_len=32, batch=2, held=2, lr=1e-2,
+                                                    cuda_graph=graphed), progress=False)
+        out[graphed] = ([s.losses for s in stats], _alphas(model))
+    for e, g in zip(out[False][0], out[True][0]):   # KL of near-equal logits: float32 cancellation, so 1e-3
+        np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-9)
+    torch.testing.assert_close(out[True][1], out[False][1], rtol=2e-3, atol=1e-6)

@@ -68,7 +68,8 @@ def test_e2e_model_is_saved_and_its_stage_recorded(demo):
         assert all(s["kl_after"] <= s["kl_before"] for s in stats)
         model, config = load_checkpoint(out / f"model_{method}_cal_e2e.safetensors", tiny_llama(seed=9))
         assert model_precisions(model) == (2, 3, 4) and config["quant"]["e2e"]["steps"] == 3
-    assert "end-to-end scale training (joint)" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "end-to-end scale training (joint)" in text and "end-to-end training on 128 tokens" in text
 
 
 def test_cli_errors_are_clear(tmp_path, capsys, demo):
@@ -136,3 +137,18 @@ def test_device_is_checked_and_auto_falls_back_to_the_cpu(monkeypatch):
         resolve_device("tpu")
     with pytest.raises(ValueError, match="device: must be"):
         DemoConfig(device="gpu0")
+
+
+@pytest.mark.parametrize("flag,graphed", [((), True), (("--no-cuda-graph",), False)])
+def test_no_cuda_graph_flag_reaches_both_training_stages(tmp_path, monkeypatch, flag, graphed):
+    import llm.pipeline
+
+    seen = {}
+
+    def fake_run_demo(config, *args, **kwargs):
+        seen["config"] = config
+        return {"timing_s": {"total": 0.0}}
+
+    monkeypatch.setattr(llm.pipeline, "run_demo", fake_run_demo)
+    assert main(["demo", "--methods", "joint+cal+e2e", *flag, "-o", str(tmp_path / "d")]) == 0
+    assert seen["config"].calib.cuda_graph is graphed and seen["config"].e2e.cuda_graph is graphed
