@@ -1,0 +1,131 @@
+"""A/B of one GEMV kernel between two checkouts, interleaved in one process, outputs compared byte for byte.
+
+    git worktree add /tmp/base main                       # the baseline's code, any revision
+    python -m benchmarks.kernel_ab --base /tmp/base --kernel bmma_gemv --out benchmarks/results/h200
+
+`<base>/gpu` is imported as the package ``gpu_base`` beside this checkout's ``gpu`` (its .cu files
+compile separately: CuPy caches by source).  For every layer of ``benchmarks.gemv.LAYERS``, batch and
+precision, both kernels first run once on the same inputs and their float16 outputs are compared as
+bytes; then they are timed like ``benchmarks.gemv`` (CUDA-graph replay over weight copies larger than
+L2) in the order base, this, base, and the base time is the faster of its two, so drift between the
+two timings favours the baseline.  Both checkouts share this checkout's ``reference/``.
+
+Results: OUT/kernel_ab_<kernel>_<gpu>.json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bcq_core.fileio import atomic_write_text
+
+from .gemv import BITS, GROUP, L2_MARGIN_BYTES, LAYERS, bcq_bytes, copy_bandwidth, gpu_slug, time_graph
+
+KERNELS = ("lut_gemv", "bmma_gemv", "imma_gemm", "mma_gemm")  # same arguments: (x, planes, alpha, group_size, out)
+
+
+def load_base(checkout: Path, name: str = "gpu_base"):
+    """Import <checkout>/gpu as the package `name`; ValueError if there is no gpu package there."""
+    init = Path(checkout) / "gpu" / "__init__.py"
+    if not init.is_file():
+        raise ValueError(f"base: {checkout} has no gpu/__init__.py (pass a checkout of this repository)")
+    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module              # its relative imports (from .kernels) resolve through this name
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_kernel(kernel: str) -> str:
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel: must be one of {KERNELS}, got {kernel!r}")
+    return kernel
+
+
+def run(base, kernel: str, out_dir: Path, layers=LAYERS, batches=(1, 2), bits=BITS, command=""):
+    """base: the baseline gpu package (load_base); returns (meta, rows) and writes the JSON and markdown."""
+    import cupy
+
+    import gpu
+
+    check_kernel(kernel)
+    new_fn, base_fn = getattr(gpu, kernel), getattr(base, kernel)
+    rng = np.random.default_rng(0)
+    bw = copy_bandwidth(cupy)
+    rows = []
+    for name, (N, K) in layers.items():
+        G, Pmax = K // GROUP, max(bits)
+        n = max(2, -(-L2_MARGIN_BYTES // (Pmax * N * K // 8)))
+        planes = [cupy.asarray(rng.integers(0, 2 ** 32, size=(Pmax, N, K // 32), dtype=np.uint64).astype(np.uint32))
+                  for _ in range(n)]
+        alphas = {p: [cupy.asarray((np.abs(rng.standard_normal((p, N, G))) * 0.01).astype(np.float16))
+                      for _ in range(n)] for p in bits}
+        for M in batches:
+            x = cupy.asarray(rng.standard_normal((M, K)).astype(np.float16))
+            y_base, y_new = cupy.empty((M, N), cupy.float16), cupy.empty((M, N), cupy.float16)
+            for p in bits:
+                def call(fn, out):
+                    return lambda i: fn(x, planes[i][:p], alphas[p][i], group_size=GROUP, out=out)
+                call(base_fn, y_base)(0)
+                call(new_fn, y_new)(0)
+                same = bool((y_base.view(cupy.uint16) == y_new.view(cupy.uint16)).all())
+                t_base = time_graph(cupy, call(base_fn, y_base), n)
+                t_new = time_graph(cupy, call(new_fn, y_new), n)
+                t_base = min(t_base, time_graph(cupy, call(base_fn, y_base), n))
+                floor = bcq_bytes(N, K, M, p) / bw * 1e6
+                rows.append(dict(layer=name, N=N, K=K, M=M, bits=p, base_us=t_base, new_us=t_new,
+                                 speedup=t_base / t_new, floor_us=floor, bytes_equal=same))
+                print(f"{name:12s} M={M} {p}-bit  base {t_base:7.1f} us  new {t_new:7.1f} us  "
+                      f"({t_base / t_new:4.2f}x)  floor {floor:6.1f}  bytes equal: {same}", flush=True)
+        del planes, alphas
+        cupy.get_default_memory_pool().free_all_blocks()
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    gpu_name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    base_dir = str(Path(base.__file__).parent.parent)
+    meta = dict(gpu=gpu_name, kernel=kernel, base=base_dir, copy_bandwidth_Bps=bw, group_size=GROUP,
+                date=time.strftime("%Y-%m-%d"), command=command)
+    stem = f"kernel_ab_{kernel}_{gpu_slug(gpu_name)}"
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(dict(meta=meta, rows=rows), indent=1))
+    atomic_write_text(out_dir / f"{stem}.md", markdown(meta, rows))
+    return meta, rows
+
+
+def markdown(meta, rows) -> str:
+    """The A/B table: µs of both, the speed-up new/base, the share of the bandwidth floor, byte equality."""
+    lines = [f"# {meta['kernel']}: this checkout against {meta['base']} on {meta['gpu']}", "",
+             f"`{meta['command']}` ({meta['date']}); floor = bytes / measured copy bandwidth "
+             f"({meta['copy_bandwidth_Bps'] / 1e9:.0f} GB/s); base time = faster of two timings around the new one.", "",
+             "| layer | M | bits | base µs | new µs | base / new | new % of floor | outputs equal (bytes) |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['layer']} | {r['M']} | {r['bits']} | {r['base_us']:.1f} | {r['new_us']:.1f} | {r['speedup']:.2f}× "
+              f"| {100 * r['floor_us'] / r['new_us']:.0f} % | {'yes' if r['bytes_equal'] else '**no**'} |" for r in rows]
+    sp = [r["speedup"] for r in rows]
+    lines += ["", f"base / new: min {min(sp):.2f}×, median {float(np.median(sp)):.2f}×, max {max(sp):.2f}×; "
+              f"outputs equal in {sum(r['bytes_equal'] for r in rows)} of {len(rows)} cases."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", type=Path, required=True, help="a checkout of this repository: its gpu/ is the baseline")
+    ap.add_argument("--kernel", default="bmma_gemv", help=f"one of {', '.join(KERNELS)}")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = ap.parse_args(argv)
+    try:
+        check_kernel(args.kernel)
+        base = load_base(args.base)
+    except ValueError as e:
+        ap.error(str(e))
+    command = " ".join(["python -m benchmarks.kernel_ab"] + list(sys.argv[1:] if argv is None else argv))
+    run(base, args.kernel, args.out, batches=tuple(args.batch), command=command)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""benchmarks.kernel_ab without a GPU: loading a second gpu package, argument errors, the table."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmarks import kernel_ab
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_base_checkout_loads_as_its_own_package(tmp_path):
+    shutil.copytree(REPO / "gpu", tmp_path / "gpu")
+    base = kernel_ab.load_base(tmp_path, name="gpu_base_test")
+    import gpu
+    assert base is not gpu and base.bmma_gemv is not gpu.bmma_gemv
+    assert Path(base.kernels.__file__).parent == tmp_path / "gpu"       # its .cu files are the base's
+
+
+def test_bad_base_and_kernel_are_named(tmp_path, capsys):
+    with pytest.raises(ValueError, match="base: .* has no gpu/__init__.py"):
+        kernel_ab.load_base(tmp_path)
+    with pytest.raises(ValueError, match="kernel: must be one of"):
+        kernel_ab.check_kernel("gemm")
+    with pytest.raises(SystemExit):
+        kernel_ab.main(["--base", str(tmp_path)])
+    assert "has no gpu/__init__.py" in capsys.readouterr().err
+
+
+def test_table_flags_unequal_outputs_and_summarises():
+    meta = dict(kernel="bmma_gemv", base="/b", gpu="NVIDIA H200", command="python -m benchmarks.kernel_ab --base /b",
+                date="2026-11-30", copy_bandwidth_Bps=4.0e12)
+    rows = [dict(layer="8B o", M=1, bits=2, base_us=9.0, new_us=10.0, speedup=0.9, floor_us=1.2, bytes_equal=True),
+            dict(layer="8B o", M=1, bits=3, base_us=10.0, new_us=8.0, speedup=1.25, floor_us=1.7, bytes_equal=False)]
+    text = kernel_ab.markdown(meta, rows)
+    assert "| 8B o | 1 | 3 | 10.0 | 8.0 | 1.25× | 21 % | **no** |" in text
+    assert "min 0.90×, median 1.07×, max 1.25×" in text and "equal in 1 of 2 cases" in text
