@@ -71,6 +71,16 @@ def copy_bandwidth(cupy, nbytes=1 << 30, repeats=20):
     return 2 * nbytes / statistics.median(times)
 
 
+def random_weights(cupy, rng, N, K, bits, copies):
+    """`copies` random packed weights on the GPU: planes [max(bits), N, K/32] uint32 and, per p in bits,
+    scales [p, N, K/GROUP] float16 (|N(0, 0.01²)|)."""
+    planes = [cupy.asarray(rng.integers(0, 2 ** 32, size=(max(bits), N, K // 32), dtype=np.uint64).astype(np.uint32))
+              for _ in range(copies)]
+    alphas = {p: [cupy.asarray((np.abs(rng.standard_normal((p, N, K // GROUP))) * 0.01).astype(np.float16))
+                  for _ in range(copies)] for p in bits}
+    return planes, alphas
+
+
 def time_graph(cupy, launch, n_copies, calls=40, repeats=15):
     """Median microseconds per call of launch(i) over a CUDA graph of `calls` launches."""
     stream = cupy.cuda.Stream(non_blocking=True)
@@ -130,15 +140,11 @@ def run(out_dir: Path, layers=LAYERS, batches=BATCHES, bits=BITS, quick=False):
     bw = copy_bandwidth(cupy)
     records = []
     for name, (N, K) in layers.items():
-        G = K // GROUP
         Pmax = max(bits)
         n_fp16 = max(2, -(-L2_MARGIN_BYTES // (N * K * 2)))
         n_bcq = max(2, -(-L2_MARGIN_BYTES // (Pmax * N * K // 8)))
         W = [torch.randn(N, K, device="cuda", dtype=torch.float16) * 0.02 for _ in range(n_fp16)]
-        planes = [cupy.asarray(rng.integers(0, 2 ** 32, size=(Pmax, N, K // 32), dtype=np.uint64).astype(np.uint32))
-                  for _ in range(n_bcq)]
-        alphas = {p: [cupy.asarray((np.abs(rng.standard_normal((p, N, G))) * 0.01).astype(np.float16))
-                      for _ in range(n_bcq)] for p in bits}
+        planes, alphas = random_weights(cupy, rng, N, K, bits, n_bcq)
         for M in batches:
             x = cupy.asarray(rng.standard_normal((M, K)).astype(np.float16))
             y = cupy.empty((M, N), dtype=cupy.float16)

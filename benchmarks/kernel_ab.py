@@ -25,7 +25,8 @@ import numpy as np
 
 from bcq_core.fileio import atomic_write_text
 
-from .gemv import BITS, GROUP, L2_MARGIN_BYTES, LAYERS, bcq_bytes, copy_bandwidth, gpu_slug, time_graph
+from .gemv import (BITS, GROUP, L2_MARGIN_BYTES, LAYERS, bcq_bytes, copy_bandwidth, gpu_slug, random_weights,
+                   time_graph)
 
 KERNELS = ("lut_gemv", "bmma_gemv", "imma_gemm", "mma_gemm")  # same arguments: (x, planes, alpha, group_size, out)
 
@@ -60,12 +61,8 @@ def run(base, kernel: str, out_dir: Path, layers=LAYERS, batches=(1, 2), bits=BI
     bw = copy_bandwidth(cupy)
     rows = []
     for name, (N, K) in layers.items():
-        G, Pmax = K // GROUP, max(bits)
-        n = max(2, -(-L2_MARGIN_BYTES // (Pmax * N * K // 8)))
-        planes = [cupy.asarray(rng.integers(0, 2 ** 32, size=(Pmax, N, K // 32), dtype=np.uint64).astype(np.uint32))
-                  for _ in range(n)]
-        alphas = {p: [cupy.asarray((np.abs(rng.standard_normal((p, N, G))) * 0.01).astype(np.float16))
-                      for _ in range(n)] for p in bits}
+        n = max(2, -(-L2_MARGIN_BYTES // (max(bits) * N * K // 8)))
+        planes, alphas = random_weights(cupy, rng, N, K, bits, n)
         for M in batches:
             x = cupy.asarray(rng.standard_normal((M, K)).astype(np.float16))
             y_base, y_new = cupy.empty((M, N), cupy.float16), cupy.empty((M, N), cupy.float16)

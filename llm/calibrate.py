@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from .bcq_linear import BCQLinear
 from .convert import bcq_layers, model_precisions
-from .cuda_graph import capture_step
+from .cuda_graph import training_step
 from .models import decoder_blocks, model_device
 
 
@@ -219,15 +219,7 @@ def calibrate_block(block_q: nn.Module, x_q: torch.Tensor, x_fp: torch.Tensor, y
 
     losses = []
     try:
-        if graphed:
-            step = capture_step(body, opt, [t for ts in params for t in ts])
-        else:
-            def step():
-                loss = body()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                return loss
+        step = training_step(body, opt, [t for ts in params for t in ts], graphed)
         for _ in range(config.iters):
             # drawn on the CPU generator, so a CPU and a GPU run draw the same batches and masks
             draw = torch.randint(len(x_q), (config.batch,), generator=generator)

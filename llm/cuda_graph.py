@@ -5,7 +5,7 @@ launches a few hundred small kernels, and Python issues them more slowly than an
 CPU core at 100 %, the GPU about a quarter busy).  A CUDA graph records the step's kernels once; each
 replay launches all of them at the cost of one.
 
-    step = capture_step(body, optimizer, params)   # body() reads static input tensors, returns the loss
+    step = training_step(body, optimizer, params, graphed=True)   # body() reads static inputs, returns the loss
     for it in range(steps):
         inputs.copy_(...)                            # fill the static inputs of this step
         loss = step()                                # one replay: forward, backward, optimizer.step()
@@ -24,6 +24,23 @@ import torch
 WARMUP_STEPS = 3  # torch.cuda.graph wants a few eager steps on a side stream first
 
 
+def training_step(body: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
+                  graphed: bool) -> Callable[[], torch.Tensor]:
+    """One call = body() + backward + optimizer.step(), returning the loss (no autograd graph attached):
+    replayed from a CUDA graph when `graphed` (capture_step, with its rules), else issued op by op."""
+    if graphed:
+        return capture_step(body, optimizer, params)
+    return lambda: _train_step(body, optimizer).detach()
+
+
+def _train_step(body, optimizer) -> torch.Tensor:
+    optimizer.zero_grad(set_to_none=True)
+    loss = body()
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def capture_step(body: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer,
                  params: list[torch.Tensor]) -> Callable[[], torch.Tensor]:
     """A function that replays body() + backward + optimizer.step() from a CUDA graph; returns the loss.
@@ -32,23 +49,15 @@ def capture_step(body: Callable[[], torch.Tensor], optimizer: torch.optim.Optimi
     bit for bit, the state to zeros: what Adam starts from), so the first replay is the first step.
     """
     saved = [t.detach().clone() for t in params]
-
-    def train_step() -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        loss = body()
-        loss.backward()
-        optimizer.step()
-        return loss
-
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for _ in range(WARMUP_STEPS):
-            train_step()
+            _train_step(body, optimizer)
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        loss = train_step()
+        loss = _train_step(body, optimizer)
     with torch.no_grad():  # undo the warm-up: the captured kernels read these very tensors
         for t, s in zip(params, saved):
             t.copy_(s)

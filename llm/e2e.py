@@ -40,7 +40,7 @@ from .calibrate import (
     set_layers_precision,
 )
 from .convert import bcq_layers, model_precisions
-from .cuda_graph import capture_step
+from .cuda_graph import training_step
 from .models import model_device
 
 
@@ -154,15 +154,7 @@ def _train_precision(model_q, model_fp, ids, p, config, generator, progress) -> 
             teacher = _logits(model_fp, x)
         return kl_loss(teacher, _logits(model_q, x))
 
-    if graphed:
-        step = capture_step(body, opt, [t for ts in params for t in ts])
-    else:
-        def step():
-            loss = body()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return loss.detach()                                 # no graph survives the step
+    step = training_step(body, opt, [t for ts in params for t in ts], graphed)
     bar = tqdm(range(config.steps), desc=f"e2e {p}-bit", unit="step", disable=not progress)
     try:
         for i in bar:
