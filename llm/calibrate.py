@@ -22,9 +22,10 @@ lr 1e-4.  On a 2-core CPU this module's default is ``CalibConfig()``: 32 iterati
 precision on 32 Wikipedia sequences of 256 tokens (batch 2), Adam step 1e-2 relative to the layer's
 mean |α| (fewer steps need a larger step; 3e-2 made 4-bit blocks worse on SmolLM2), that is 156x
 fewer iterations and 64x fewer calibration tokens: about 5.5 minutes for 30 blocks x 3 precisions.
-On a GPU (the model's device; float32 there too) a step of 4 x 256 tokens took about 9.5 ms on an
-H200 issued op by op (bound by the host: docs/results_smollm2.md); there each step is now replayed
-from a CUDA graph (``llm.cuda_graph``, ``CalibConfig.cuda_graph``), the same kernels launched at once.
+On a GPU (the model's device; float32 there too) each step is replayed from a CUDA graph
+(``llm.cuda_graph``, ``CalibConfig.cuda_graph``): issued op by op, a step is bound by the host (Python
+launches its few hundred small kernels more slowly than the GPU runs them).  On an H200, 256 steps
+of 4 x 256 tokens for 30 blocks x 3 precisions take 78 s graphed, 290 s op by op (docs/results_smollm2.md).
 A block that comes out worse on its own input keeps its old scales (``BlockStats.reverted``).  The planes come from the
 uncalibrated progressive expansion (the quantizer fits all precisions first); the paper seeds plane
 p+1 from the residual of the already calibrated α_p.

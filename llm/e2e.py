@@ -17,9 +17,10 @@ sequences before and after (scales rounded to float16); if training made it wors
 come back bit for bit (``E2EStats.reverted``).
 
 Shortcut, stated: EfficientQAT trains E2E-QP for one epoch over 4096 RedPajama sequences of 2048
-tokens (lr 2e-5 on Llama-2) with the ground-truth next-token loss; here it is a few dozen to a few
-hundred steps of batch 1 on 256-token Wikipedia sequences on a 2-core CPU, and the loss is the KL to
-the full-precision model's logits (distillation) rather than cross-entropy on the labels.
+tokens (lr 2e-5 on Llama-2) with the ground-truth next-token loss; here it is a few dozen steps of
+batch 1 on 256-token Wikipedia sequences on a 2-core CPU (448 steps of 8, 524 k tokens, on an H200,
+each step replayed from a CUDA graph), and the loss is the KL to the full-precision model's logits
+(distillation) rather than cross-entropy on the labels.
 """
 from __future__ import annotations
 
