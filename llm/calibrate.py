@@ -168,9 +168,13 @@ def _out(y):
     return y[0] if isinstance(y, tuple) else y
 
 
-def _pinned(t: torch.Tensor) -> torch.Tensor:
-    """t in page-locked memory where CUDA is present, so that a copy to the GPU does not stall the host."""
-    return t.pin_memory() if torch.cuda.is_available() else t
+def _copy_from_host(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """dst <- src (a CPU tensor); to a GPU through page-locked memory, because a copy from pageable
+    memory waits for the stream first, which would make the host wait for every step."""
+    if dst.is_cuda:
+        dst.copy_(src.pin_memory(), non_blocking=True)
+    else:
+        dst.copy_(src)
 
 
 def scale_gradients(params, factor: float) -> list:
@@ -225,8 +229,8 @@ def calibrate_block(block_q: nn.Module, x_q: torch.Tensor, x_fp: torch.Tensor, y
             # drawn on the CPU generator, so a CPU and a GPU run draw the same batches and masks
             draw = torch.randint(len(x_q), (config.batch,), generator=generator)
             mask = torch.rand(keep_q.shape, generator=generator) < config.mix
-            idx.copy_(_pinned(draw), non_blocking=True)
-            keep_q.copy_(_pinned(mask), non_blocking=True)
+            _copy_from_host(idx, draw)
+            _copy_from_host(keep_q, mask)
             losses.append(step().detach().clone())  # read at the end: .item() would wait for every step
             sched.step()
         losses = torch.stack(losses).tolist()

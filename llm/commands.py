@@ -88,11 +88,12 @@ def _demo(args) -> int:
     config = quick_config() if args.quick else DemoConfig()
     top = {"methods": args.methods, "bits": args.bits, "group_size": args.group_size, "windows": args.windows,
            "window_len": args.window_len, "threads": args.threads, "device": args.device}
+    graph = False if args.no_cuda_graph else None  # None: the configs' default (graphs on a GPU)
     calib = {"iters": args.calib_iters, "n_seqs": args.calib_seqs, "seq_len": args.calib_len, "lr": args.calib_lr,
-             "batch": args.calib_batch, "cuda_graph": False if args.no_cuda_graph else None}
+             "batch": args.calib_batch, "cuda_graph": graph}
     calib = dataclasses.replace(config.calib, **{k: v for k, v in calib.items() if v is not None})
     e2e = {"steps": args.e2e_steps, "n_seqs": args.e2e_seqs, "seq_len": args.e2e_len, "lr": args.e2e_lr,
-           "batch": args.e2e_batch, "cuda_graph": False if args.no_cuda_graph else None}
+           "batch": args.e2e_batch, "cuda_graph": graph}
     e2e = dataclasses.replace(config.e2e, **{k: v for k, v in e2e.items() if v is not None})
     config = dataclasses.replace(config, calib=calib, e2e=e2e, **{k: v for k, v in top.items() if v is not None})
     corpus = None

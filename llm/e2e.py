@@ -147,7 +147,7 @@ def _train_precision(model_q, model_fp, ids, p, config, generator, progress) -> 
     opt, sched, params = scale_optimizer(layers, p, config.lr, config.steps, capturable=graphed)
     losses = []
     passes = -(-config.steps * config.batch // len(ids))                 # every sequence once per pass
-    order = torch.cat([torch.randperm(len(ids), generator=generator) for _ in range(passes)])
+    order = torch.cat([torch.randperm(len(ids), generator=generator) for _ in range(passes)]).to(ids.device)
     x = ids[:config.batch].clone()          # this step's sequences, filled in place (a CUDA graph reads x)
 
     def body():
@@ -159,7 +159,7 @@ def _train_precision(model_q, model_fp, ids, p, config, generator, progress) -> 
     bar = tqdm(range(config.steps), desc=f"e2e {p}-bit", unit="step", disable=not progress)
     try:
         for i in bar:
-            x.copy_(ids[order[i * config.batch:(i + 1) * config.batch].to(ids.device)])
+            x.copy_(ids[order[i * config.batch:(i + 1) * config.batch]])     # on the device: no host copy per step
             losses.append(step().detach().clone())               # read at the end, not every step
             sched.step()
             if i % 32 == 0:                                      # reading one waits for the GPU

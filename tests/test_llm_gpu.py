@@ -117,9 +117,9 @@ def _alphas(model):
     return torch.cat([t.float().flatten().cpu() for n, t in model.state_dict().items() if "alpha" in n])
 
 
-def test_calibration_replayed_from_a_cuda_graph_trains_like_eager_steps():
-    """The graphed step is the eager step: the same losses and scales (up to Adam's capturable form)."""
-    from llm.calibrate import CalibConfig, calibrate
+def _eager_then_graphed(train):
+    """{graphed: (losses of each trained precision, all scales)} of train(model, fp, ids, graphed) on fresh
+    copies of the tiny two-precision pair, eager first."""
     from llm_testing import two_precision_pair
 
     ids = torch.randint(0, 256, (8, 32), generator=torch.Generator().manual_seed(0))
@@ -127,9 +127,18 @@ def test_calibration_replayed_from_a_cuda_graph_trains_like_eager_steps():
     for graphed in (False, True):
         model, fp = two_precision_pair()
         model, fp = model.cuda(), fp.cuda()
-        stats = calibrate(model, fp, ids, CalibConfig(iters=40, n_seqs=8, seq_len=32, lr=3e-2, cuda_graph=graphed),
-                          progress=False)
+        stats = train(model, fp, ids, graphed)
         out[graphed] = ([s.losses for s in stats], _alphas(model))
+    return out
+
+
+def test_calibration_replayed_from_a_cuda_graph_trains_like_eager_steps():
+    """The graphed step is the eager step: the same losses and scales (up to Adam's capturable form)."""
+    from llm.calibrate import CalibConfig, calibrate
+    from llm_testing import two_precision_pair
+
+    out = _eager_then_graphed(lambda model, fp, ids, graphed: calibrate(
+        model, fp, ids, CalibConfig(iters=40, n_seqs=8, seq_len=32, lr=3e-2, cuda_graph=graphed), progress=False))
     (eager_losses, eager_alpha), (graph_losses, graph_alpha) = out[False], out[True]
     assert not torch.equal(eager_alpha, _alphas(two_precision_pair()[0]))  # training moved the scales
     for e, g in zip(eager_losses, graph_losses):
@@ -139,16 +148,10 @@ def test_calibration_replayed_from_a_cuda_graph_trains_like_eager_steps():
 
 def test_end_to_end_training_replayed_from_a_cuda_graph_trains_like_eager_steps():
     from llm.e2e import E2EConfig, train_e2e
-    from llm_testing import two_precision_pair
 
-    ids = torch.randint(0, 256, (8, 32), generator=torch.Generator().manual_seed(0))
-    out = {}
-    for graphed in (False, True):
-        model, fp = two_precision_pair()
-        model, fp = model.cuda(), fp.cuda()
-        stats = train_e2e(model, fp, ids, E2EConfig(steps=12, n_seqs=8, seq_len=32, batch=2, held=2, lr=1e-2,
-                                                    cuda_graph=graphed), progress=False)
-        out[graphed] = ([s.losses for s in stats], _alphas(model))
+    out = _eager_then_graphed(lambda model, fp, ids, graphed: train_e2e(
+        model, fp, ids, E2EConfig(steps=12, n_seqs=8, seq_len=32, batch=2, held=2, lr=1e-2, cuda_graph=graphed),
+        progress=False))
     for e, g in zip(out[False][0], out[True][0]):   # KL of near-equal logits: float32 cancellation, so 1e-3
         np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-9)
     torch.testing.assert_close(out[True][1], out[False][1], rtol=2e-3, atol=1e-6)
