@@ -71,6 +71,16 @@ def copy_bandwidth(cupy, nbytes=1 << 30, repeats=20):
     return 2 * nbytes / statistics.median(times)
 
 
+def copies_beyond_l2(nbytes: int) -> int:
+    """How many copies of an nbytes weight a timing cycles through so that L2 cannot hold them (>= 2)."""
+    return max(2, -(-L2_MARGIN_BYTES // nbytes))
+
+
+def device_name(props) -> str:
+    """The GPU's name from cupy.cuda.runtime.getDeviceProperties (bytes or str, by CuPy version)."""
+    return props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+
+
 def random_weights(cupy, rng, N, K, bits, copies):
     """`copies` random packed weights on the GPU: planes [max(bits), N, K/32] uint32 and, per p in bits,
     scales [p, N, K/GROUP] float16 (|N(0, 0.01²)|)."""
@@ -141,8 +151,8 @@ def run(out_dir: Path, layers=LAYERS, batches=BATCHES, bits=BITS, quick=False):
     records = []
     for name, (N, K) in layers.items():
         Pmax = max(bits)
-        n_fp16 = max(2, -(-L2_MARGIN_BYTES // (N * K * 2)))
-        n_bcq = max(2, -(-L2_MARGIN_BYTES // (Pmax * N * K // 8)))
+        n_fp16 = copies_beyond_l2(N * K * 2)
+        n_bcq = copies_beyond_l2(Pmax * N * K // 8)
         W = [torch.randn(N, K, device="cuda", dtype=torch.float16) * 0.02 for _ in range(n_fp16)]
         planes, alphas = random_weights(cupy, rng, N, K, bits, n_bcq)
         for M in batches:
@@ -196,7 +206,7 @@ def run(out_dir: Path, layers=LAYERS, batches=BATCHES, bits=BITS, quick=False):
     for r in records:
         r["floor_us"] = r["bytes"] / bw * 1e6
         r["fraction_of_floor"] = r["floor_us"] / r["us"]
-    meta = dict(gpu=props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"]),
+    meta = dict(gpu=device_name(props),
                 sms=props["multiProcessorCount"], copy_bandwidth_Bps=bw, group_size=GROUP,
                 cupy=cupy.__version__, torch=torch.__version__, python=platform.python_version(),
                 date=time.strftime("%Y-%m-%d"), command="python -m benchmarks.gemv --out benchmarks/results",

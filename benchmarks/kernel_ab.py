@@ -25,8 +25,8 @@ import numpy as np
 
 from bcq_core.fileio import atomic_write_text
 
-from .gemv import (BITS, GROUP, L2_MARGIN_BYTES, LAYERS, bcq_bytes, copy_bandwidth, gpu_slug, random_weights,
-                   time_graph)
+from .gemv import (BITS, GROUP, LAYERS, bcq_bytes, copies_beyond_l2, copy_bandwidth, device_name, gpu_slug,
+                   random_weights, time_graph)
 
 KERNELS = ("lut_gemv", "bmma_gemv", "imma_gemm", "mma_gemm")  # same arguments: (x, planes, alpha, group_size, out)
 
@@ -61,7 +61,7 @@ def run(base, kernel: str, out_dir: Path, layers=LAYERS, batches=(1, 2), bits=BI
     bw = copy_bandwidth(cupy)
     rows = []
     for name, (N, K) in layers.items():
-        n = max(2, -(-L2_MARGIN_BYTES // (max(bits) * N * K // 8)))
+        n = copies_beyond_l2(max(bits) * N * K // 8)
         planes, alphas = random_weights(cupy, rng, N, K, bits, n)
         for M in batches:
             x = cupy.asarray(rng.standard_normal((M, K)).astype(np.float16))
@@ -82,8 +82,7 @@ def run(base, kernel: str, out_dir: Path, layers=LAYERS, batches=(1, 2), bits=BI
                       f"({t_base / t_new:4.2f}x)  floor {floor:6.1f}  bytes equal: {same}", flush=True)
         del planes, alphas
         cupy.get_default_memory_pool().free_all_blocks()
-    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-    gpu_name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    gpu_name = device_name(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id))
     base_dir = str(Path(base.__file__).parent.parent)
     meta = dict(gpu=gpu_name, kernel=kernel, base=base_dir, copy_bandwidth_Bps=bw, group_size=GROUP,
                 date=time.strftime("%Y-%m-%d"), command=command)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bcq_core.fileio import atomic_write_text
-from benchmarks.gemv import GROUP, L2_MARGIN_BYTES, LAYERS, gpu_slug, time_graph
+from benchmarks.gemv import GROUP, LAYERS, copies_beyond_l2, device_name, gpu_slug, random_weights, time_graph
 
 SPLITS = (8192, 4096, 2048, 1024)  # reference.exact_mma.SPLIT_CHOICES
 SHAPES = ("8B o", "8B down", "70B gate+up", "70B down")
@@ -38,11 +38,8 @@ def run(out_dir: Path, splits=SPLITS, shapes=SHAPES, cases=CASES, bits=BITS):
     records = []
     for name in shapes:
         N, K = LAYERS[name]
-        n_copies = max(2, -(-L2_MARGIN_BYTES // (max(bits) * N * K // 8)))
-        planes = [cupy.asarray(rng.integers(0, 2 ** 32, size=(max(bits), N, K // 32), dtype=np.uint64)
-                               .astype(np.uint32)) for _ in range(n_copies)]
-        alphas = {p: [cupy.asarray((np.abs(rng.standard_normal((p, N, K // GROUP))) * 0.01).astype(np.float16))
-                      for _ in range(n_copies)] for p in bits}
+        n_copies = copies_beyond_l2(max(bits) * N * K // 8)
+        planes, alphas = random_weights(cupy, rng, N, K, bits, n_copies)
         for split in splits:
             for kernel, M in cases:
                 x = cupy.asarray(rng.standard_normal((M, K)).astype(np.float16))
@@ -55,8 +52,8 @@ def run(out_dir: Path, splits=SPLITS, shapes=SHAPES, cases=CASES, bits=BITS):
                     print(f"{name:12s} split {split:5d} {kernel} M={M} {p}-bit {t:7.1f} us", flush=True)
         del planes, alphas
         cupy.get_default_memory_pool().free_all_blocks()
-    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
-    meta = dict(gpu=name.decode() if isinstance(name, bytes) else str(name), date=time.strftime("%Y-%m-%d"),
+    meta = dict(gpu=device_name(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)),
+                date=time.strftime("%Y-%m-%d"),
                 command="python -m benchmarks.split_sweep --out benchmarks/results", group_size=GROUP)
     stem = f"split_sweep_{gpu_slug(meta['gpu'])}"
     atomic_write_text(out_dir / f"{stem}.json", json.dumps(dict(meta=meta, records=records), indent=1))
