@@ -231,7 +231,7 @@ def calibrate_block(block_q: nn.Module, x_q: torch.Tensor, x_fp: torch.Tensor, y
             mask = torch.rand(keep_q.shape, generator=generator) < config.mix
             _copy_from_host(idx, draw)
             _copy_from_host(keep_q, mask)
-            losses.append(step().detach().clone())  # read at the end: .item() would wait for every step
+            losses.append(step())  # read at the end: .item() would wait for every step
             sched.step()
         losses = torch.stack(losses).tolist()
     finally:

@@ -8,7 +8,7 @@ replay launches all of them at the cost of one.
     step = training_step(body, optimizer, params, graphed=True)   # body() reads static inputs, returns the loss
     for it in range(steps):
         inputs.copy_(...)                            # fill the static inputs of this step
-        loss = step()                                # one replay: forward, backward, optimizer.step()
+        loss = step()                                # forward, backward, optimizer.step(); a loss of its own
         scheduler.step()                             # learning rates are tensors, so the graph sees them
 
 Rules the caller keeps (those of ``torch.cuda.graph``): every tensor the body reads is allocated before
@@ -26,8 +26,9 @@ WARMUP_STEPS = 3  # torch.cuda.graph wants a few eager steps on a side stream fi
 
 def training_step(body: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
                   graphed: bool) -> Callable[[], torch.Tensor]:
-    """One call = body() + backward + optimizer.step(), returning the loss (no autograd graph attached):
-    replayed from a CUDA graph when `graphed` (capture_step, with its rules), else issued op by op."""
+    """One call = body() + backward + optimizer.step(), returning the loss as a tensor of its own (no
+    autograd graph, not overwritten by the next call, still on the device so that nothing waits for
+    it): replayed from a CUDA graph when `graphed` (capture_step, with its rules), else issued op by op."""
     if graphed:
         return capture_step(body, optimizer, params)
     return lambda: _train_step(body, optimizer).detach()
@@ -43,7 +44,8 @@ def _train_step(body, optimizer) -> torch.Tensor:
 
 def capture_step(body: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer,
                  params: list[torch.Tensor]) -> Callable[[], torch.Tensor]:
-    """A function that replays body() + backward + optimizer.step() from a CUDA graph; returns the loss.
+    """A function that replays body() + backward + optimizer.step() from a CUDA graph; returns a copy of
+    the loss (the captured tensor is overwritten by every replay).
 
     The warm-up steps change params and the optimizer's state; both are put back afterwards (params
     bit for bit, the state to zeros: what Adam starts from), so the first replay is the first step.
@@ -68,7 +70,7 @@ def capture_step(body: Callable[[], torch.Tensor], optimizer: torch.optim.Optimi
 
     def replay() -> torch.Tensor:
         graph.replay()
-        return loss
+        return loss.detach().clone()
 
     replay.graph = graph  # kept alive with the function
     return replay

@@ -160,7 +160,7 @@ def _train_precision(model_q, model_fp, ids, p, config, generator, progress) -> 
     try:
         for i in bar:
             x.copy_(ids[order[i * config.batch:(i + 1) * config.batch]])     # on the device: no host copy per step
-            losses.append(step().detach().clone())               # read at the end, not every step
+            losses.append(step())                                # read at the end, not every step
             sched.step()
             if i % 32 == 0:                                      # reading one waits for the GPU
                 bar.set_postfix(kl=f"{float(losses[-1]):.4f}")
