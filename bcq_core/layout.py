@@ -16,6 +16,9 @@ Why this order (docs/format.md has the long version):
 * A byte of a word is 8 consecutive inputs, which is exactly the index a LUT-GEMM table of
   mu = 8 activations wants: no bit transpose, no centroid table.
 
+``tile_planes`` / ``untile_planes`` convert to and from the tile layout the 1-bit tensor-core
+kernel reads in GPU memory (one warp's step of one plane per 512 contiguous bytes; docs/format.md).
+
 The official AnyBCQ checkpoints use ``qweight int32 [K/32, P, N]`` (same bit convention) and
 ``alpha float16 [K/g, p, N]``; ``from_official`` / ``to_official`` convert exactly.
 """
@@ -44,6 +47,61 @@ def unpack_bits(words: np.ndarray, dtype=np.int8) -> np.ndarray:
     words = np.ascontiguousarray(words, dtype="<u4")
     bits = np.unpackbits(words.view(np.uint8), axis=-1, bitorder="little")
     return (bits.astype(dtype) * 2 - 1).astype(dtype, copy=False)
+
+
+# --- the tile layout of the 1-bit tensor-core kernel (gpu/bmma_gemv.cu) ---------------------------
+TILE_ROWS = 16    # rows of one mma.m16n8k256: a warp's rows
+TILE_WORDS = 8    # plane words of one 256-input step
+TILE_SIZE = TILE_ROWS * TILE_WORDS  # 128 words = 512 bytes: one warp's step of one plane
+
+
+def tile_shape(p: int, N: int, KW: int) -> tuple[int, int, int, int]:
+    """Shape of tile_planes' result for planes [p, N, KW]: (p, ceil(N / 16), ceil(KW / 8), 128)."""
+    return p, -(-N // TILE_ROWS), -(-KW // TILE_WORDS), TILE_SIZE
+
+
+def _array_module(a):
+    if type(a).__module__.split(".")[0] == "cupy":
+        import cupy
+        return cupy
+    return np
+
+
+def tile_planes(planes):
+    r"""Planes uint32 [p, N, K/32] -> the same words in the tile layout, uint32 [p, NT, KS, 128].
+
+        tiles[i, nt, s, 64 e + 8 gid + 2 t + h] = planes[i, 16 nt + 8 h + gid, 8 s + 2 t + e]
+        gid in 0..7, t in 0..3, e, h in 0..1;  NT = ceil(N / 16), KS = ceil(K / 256), zero-padded
+
+    A tile is one warp's step of one plane in gpu/bmma_gemv.cu: 16 rows x 256 inputs, 512 contiguous
+    bytes.  Lane l = 4 gid + t holds the A fragment of mma.m16n8k256 for rows gid and gid + 8, words
+    2t and 2t + 1: its 8 bytes at 8 l in the first half (words 2t) and at 256 + 8 l in the second
+    (words 2t + 1), so a warp fetches a step with two 8-byte loads per lane, each reading 256
+    contiguous bytes, where the row-major layout reads 8 rows x 32 bytes from 8 cache lines per load.
+    Plane-major like the packed layout, so a p-bit request still reads ``tiles[:p]``, one contiguous
+    range.  Works on NumPy and CuPy arrays.
+    """
+    xp = _array_module(planes)
+    if planes.dtype != np.uint32 or planes.ndim != 3:
+        raise ValueError(f"planes: must be uint32 [p, N, K/32], got {planes.dtype} {tuple(planes.shape)}")
+    p, N, KW = planes.shape
+    _, NT, KS, _ = tile_shape(p, N, KW)
+    padded = xp.zeros((p, NT * TILE_ROWS, KS * TILE_WORDS), dtype=xp.uint32)
+    padded[:, :N, :KW] = planes
+    t = padded.reshape(p, NT, 2, 8, KS, 4, 2)                # i, nt, h, gid, s, t, e
+    t = t.transpose(0, 1, 4, 6, 3, 5, 2)                     # i, nt, s, e, gid, t, h
+    return xp.ascontiguousarray(t).reshape(p, NT, KS, TILE_SIZE)
+
+
+def untile_planes(tiles, N: int, KW: int):
+    """Inverse of tile_planes: uint32 [p, NT, KS, 128] -> [p, N, KW] (the padding dropped)."""
+    xp = _array_module(tiles)
+    if tiles.dtype != np.uint32 or tiles.ndim != 4 or tuple(tiles.shape[1:]) != tile_shape(1, N, KW)[1:]:
+        raise ValueError(f"tiles: must be uint32 {tile_shape(tiles.shape[0] if tiles.ndim else 0, N, KW)} for "
+                         f"N={N}, K/32={KW}, got {tiles.dtype} {tuple(tiles.shape)}")
+    p, NT, KS, _ = tiles.shape
+    t = tiles.reshape(p, NT, KS, 2, 8, 4, 2).transpose(0, 1, 6, 4, 2, 5, 3)  # i, nt, h, gid, s, t, e
+    return xp.ascontiguousarray(t.reshape(p, NT * TILE_ROWS, KS * TILE_WORDS)[:, :N, :KW])
 
 
 @dataclass

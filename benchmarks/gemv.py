@@ -91,6 +91,15 @@ def random_weights(cupy, rng, N, K, bits, copies):
     return planes, alphas
 
 
+def kernel_weights(gpu_pkg, kernel: str, planes: list) -> list:
+    """What `kernel` of the package `gpu_pkg` reads for each weight copy: bmma_gemv the planes in its tile
+    layout (gpu.tile_planes, made once per copy; a package from before the tile layout takes the planes),
+    every other kernel the planes.  Either way ``[i][:p]`` is the p-bit operand."""
+    if kernel == "bmma_gemv" and hasattr(gpu_pkg, "tile_planes"):
+        return [gpu_pkg.tile_planes(P) for P in planes]
+    return planes
+
+
 def time_graph(cupy, launch, n_copies, calls=40, repeats=15):
     """Median microseconds per call of launch(i) over a CUDA graph of `calls` launches."""
     stream = cupy.cuda.Stream(non_blocking=True)
@@ -155,6 +164,7 @@ def run(out_dir: Path, layers=LAYERS, batches=BATCHES, bits=BITS, quick=False):
         n_bcq = copies_beyond_l2(Pmax * N * K // 8)
         W = [torch.randn(N, K, device="cuda", dtype=torch.float16) * 0.02 for _ in range(n_fp16)]
         planes, alphas = random_weights(cupy, rng, N, K, bits, n_bcq)
+        tiles = kernel_weights(gpu, "bmma_gemv", planes)
         for M in batches:
             x = cupy.asarray(rng.standard_normal((M, K)).astype(np.float16))
             y = cupy.empty((M, N), dtype=cupy.float16)
@@ -170,7 +180,7 @@ def run(out_dir: Path, layers=LAYERS, batches=BATCHES, bits=BITS, quick=False):
                                     bytes=bcq_bytes(N, K, M, p), speedup_vs_fp16=t_fp16 / t))
             for p in bits:  # the 1-bit tensor-core kernel where it applies (two launches: encode x, GEMV)
                 if gpu.kernels.bmma_supports(M, p, GROUP):
-                    t = time_graph(cupy, lambda i: gpu.bmma_gemv(x, planes[i][:p], alphas[p][i], group_size=GROUP,
+                    t = time_graph(cupy, lambda i: gpu.bmma_gemv(x, tiles[i][:p], alphas[p][i], group_size=GROUP,
                                                                  out=y), n_bcq)
                     records.append(dict(layer=name, N=N, K=K, M=M, method="bcq_bmma", bits=p, us=t,
                                         bytes=bcq_bytes(N, K, M, p), speedup_vs_fp16=t_fp16 / t))
@@ -200,7 +210,7 @@ def run(out_dir: Path, layers=LAYERS, batches=BATCHES, bits=BITS, quick=False):
             print(f"{name:12s} M={M:2d}  fp16 {t_fp16:7.1f} us  " + "  ".join(
                 f"{r['method'][4:8]} {r['bits']}b {r['us']:6.1f}" for r in records
                 if r["layer"] == name and r["M"] == M and r["bits"]), flush=True)
-        del W, planes, alphas
+        del W, planes, tiles, alphas
         cupy.get_default_memory_pool().free_all_blocks()
         torch.cuda.empty_cache()
     for r in records:

@@ -26,9 +26,9 @@ import numpy as np
 from bcq_core.fileio import atomic_write_text
 
 from .gemv import (BITS, GROUP, LAYERS, bcq_bytes, copies_beyond_l2, copy_bandwidth, device_name, gpu_slug,
-                   random_weights, time_graph)
+                   kernel_weights, random_weights, time_graph)
 
-KERNELS = ("lut_gemv", "bmma_gemv", "imma_gemm", "mma_gemm")  # same arguments: (x, planes, alpha, group_size, out)
+KERNELS = ("lut_gemv", "bmma_gemv", "imma_gemm", "mma_gemm")  # same arguments: (x, weights, alpha, group_size, out)
 
 
 def load_base(checkout: Path, name: str = "gpu_base"):
@@ -63,24 +63,26 @@ def run(base, kernel: str, out_dir: Path, layers=LAYERS, batches=(1, 2), bits=BI
     for name, (N, K) in layers.items():
         n = copies_beyond_l2(max(bits) * N * K // 8)
         planes, alphas = random_weights(cupy, rng, N, K, bits, n)
+        # each package gets the weights in the layout it reads (bmma_gemv: tiles, where it has them)
+        w_base, w_new = kernel_weights(base, kernel, planes), kernel_weights(gpu, kernel, planes)
         for M in batches:
             x = cupy.asarray(rng.standard_normal((M, K)).astype(np.float16))
             y_base, y_new = cupy.empty((M, N), cupy.float16), cupy.empty((M, N), cupy.float16)
             for p in bits:
-                def call(fn, out):
-                    return lambda i: fn(x, planes[i][:p], alphas[p][i], group_size=GROUP, out=out)
-                call(base_fn, y_base)(0)
-                call(new_fn, y_new)(0)
+                def call(fn, weights, out):
+                    return lambda i: fn(x, weights[i][:p], alphas[p][i], group_size=GROUP, out=out)
+                call(base_fn, w_base, y_base)(0)
+                call(new_fn, w_new, y_new)(0)
                 same = bool((y_base.view(cupy.uint16) == y_new.view(cupy.uint16)).all())
-                t_base = time_graph(cupy, call(base_fn, y_base), n)
-                t_new = time_graph(cupy, call(new_fn, y_new), n)
-                t_base = min(t_base, time_graph(cupy, call(base_fn, y_base), n))
+                t_base = time_graph(cupy, call(base_fn, w_base, y_base), n)
+                t_new = time_graph(cupy, call(new_fn, w_new, y_new), n)
+                t_base = min(t_base, time_graph(cupy, call(base_fn, w_base, y_base), n))
                 floor = bcq_bytes(N, K, M, p) / bw * 1e6
                 rows.append(dict(layer=name, N=N, K=K, M=M, bits=p, base_us=t_base, new_us=t_new,
                                  speedup=t_base / t_new, floor_us=floor, bytes_equal=same))
                 print(f"{name:12s} M={M} {p}-bit  base {t_base:7.1f} us  new {t_new:7.1f} us  "
                       f"({t_base / t_new:4.2f}x)  floor {floor:6.1f}  bytes equal: {same}", flush=True)
-        del planes, alphas
+        del planes, alphas, w_base, w_new
         cupy.get_default_memory_pool().free_all_blocks()
     gpu_name = device_name(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id))
     base_dir = str(Path(base.__file__).parent.parent)

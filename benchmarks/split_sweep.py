@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from bcq_core.fileio import atomic_write_text
-from benchmarks.gemv import GROUP, LAYERS, copies_beyond_l2, device_name, gpu_slug, random_weights, time_graph
+from benchmarks.gemv import (GROUP, LAYERS, copies_beyond_l2, device_name, gpu_slug, kernel_weights, random_weights,
+                             time_graph)
 
 SPLITS = (8192, 4096, 2048, 1024)  # reference.exact_mma.SPLIT_CHOICES
 SHAPES = ("8B o", "8B down", "70B gate+up", "70B down")
@@ -40,17 +41,18 @@ def run(out_dir: Path, splits=SPLITS, shapes=SHAPES, cases=CASES, bits=BITS):
         N, K = LAYERS[name]
         n_copies = copies_beyond_l2(max(bits) * N * K // 8)
         planes, alphas = random_weights(cupy, rng, N, K, bits, n_copies)
+        weights = {kernel: kernel_weights(gpu, kernel, planes) for kernel, _ in cases}  # bmma_gemv: tiles
         for split in splits:
             for kernel, M in cases:
                 x = cupy.asarray(rng.standard_normal((M, K)).astype(np.float16))
                 y = cupy.empty((M, N), dtype=cupy.float16)
-                fn = getattr(gpu, kernel)
+                fn, w = getattr(gpu, kernel), weights[kernel]
                 for p in bits:
-                    t = time_graph(cupy, lambda i: fn(x, planes[i][:p], alphas[p][i], group_size=GROUP, out=y,
+                    t = time_graph(cupy, lambda i: fn(x, w[i][:p], alphas[p][i], group_size=GROUP, out=y,
                                                       split=split), n_copies)
                     records.append(dict(layer=name, N=N, K=K, M=M, kernel=kernel, bits=p, split=split, us=t))
                     print(f"{name:12s} split {split:5d} {kernel} M={M} {p}-bit {t:7.1f} us", flush=True)
-        del planes, alphas
+        del planes, alphas, weights
         cupy.get_default_memory_pool().free_all_blocks()
     meta = dict(gpu=device_name(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)),
                 date=time.strftime("%Y-%m-%d"),

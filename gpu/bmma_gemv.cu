@@ -10,14 +10,19 @@
 //
 // so a plane word is never expanded into numbers (mma_gemm.cu spends one rotate + AND per two
 // weights on that; the LUT kernel four table lookups per word).  encode_bits lays the activation
-// bit-planes out as the mma's B fragments once per call; the weights are the A fragments as stored.
+// bit-planes out as the mma's B fragments once per call; the weights are the A fragments as stored
+// (in the tile layout below).
 //
 // One mma = 16 rows x 256 inputs (8 plane words) x 8 columns.  Thread (gid = lane / 4, t = lane % 4)
-// holds words 2t and 2t + 1 of the step for rows gid and gid + 8 (one 8-byte load each): the mma's
-// k-blocks t and t + 4.  The 8 columns are 8 activation bit-planes of one (batch row m, slot), a
-// slot being one group of the step (S = 256 / g groups per step): a column only sees the inputs of
-// its slot, because B is zero elsewhere.  So a step costs 3 mma per (m, slot) and plane, and each
-// of the 4 results of an mma is weighted by its bit-plane's w_j and added into the (m, slot) sum.
+// holds words 2t and 2t + 1 of the step for rows gid and gid + 8: the mma's k-blocks t and t + 4.
+// The planes come in the tile layout (bcq_core/layout.py: tile_planes): a warp's step of one plane
+// is one 512-byte tile whose first half holds every lane's words 2t (rows gid, gid + 8) and second
+// half its words 2t + 1, so a plane costs two 8-byte loads per lane, each reading 256 contiguous
+// bytes (2 full cache lines).  The row-major layout took 8-byte loads from 8 lines, 32 bytes each.
+// The 8 columns are 8 activation bit-planes of one (batch row m, slot), a slot being one group of
+// the step (S = 256 / g groups per step): a column only sees the inputs of its slot, because B is
+// zero elsewhere.  So a step costs 3 mma per (m, slot) and plane, and each of the 4 results of an
+// mma is weighted by its bit-plane's w_j and added into the (m, slot) sum.
 //
 // Loop nest of one warp (16 rows, one split of the contract = kExactSplitInputs / 256 steps):
 //   for step s in split:                                   (the next step's loads already in flight)
@@ -105,14 +110,14 @@ __device__ __forceinline__ void quad_reduce(const int (&acc)[MS][2], int t, int 
 }
 
 // What one step needs, loaded one step ahead: the plane words of the thread's two rows, the
-// activation fragments, and per item (m, slot, row) its scales, offset, X and E.
+// activation fragments, and per item (m, slot, row) its scales, X and E.
 template <int S, int Mp, int P>
 struct BmmaStep {
   static constexpr int MS = S * Mp;
   static constexpr int IT = MS >= 2 ? MS / 2 : 1;
   u32 wa[P][2], wb[P][2];
   uint2 bf[Mp][3];
-  __half al[P][IT], be[IT];
+  __half al[P][IT];
   int X[IT], E[IT];
 };
 
@@ -124,7 +129,7 @@ using BmmaShared = float[kBmmaWarps][kBmmaRows][Mp][S];  // one step's group res
 template <int S, int Mp, int P>
 __device__ __forceinline__ void bmma_gemv_body(
     BmmaShared<S, Mp>& cbuf, const u32* __restrict__ bfrag, const int* __restrict__ E_in,
-    const int* __restrict__ X_in, const u32* __restrict__ planes, const __half* __restrict__ alpha,
+    const int* __restrict__ X_in, const u32* __restrict__ tiles, const __half* __restrict__ alpha,
     const __half* __restrict__ beta, __half* __restrict__ y, float* __restrict__ workspace,
     unsigned int* __restrict__ counters, int M, int N, int K, int p, int group_size) {
   constexpr int MS = S * Mp, NI = 2 * MS, IT = BmmaStep<S, Mp, P>::IT;
@@ -135,13 +140,15 @@ __device__ __forceinline__ void bmma_gemv_body(
   constexpr int split_steps = kExactSplitInputs / 256;  // g divides 256: a split is whole steps and groups
   static_assert(kExactSplitInputs % 256 == 0, "a split is whole 256-input steps");
   const int num_splits = (KS + split_steps - 1) / split_steps;
-  const int split = blockIdx.x;
+  // grid = (row tiles, splits): consecutive blocks take consecutive row tiles of one split, so the
+  // blocks resident on a SM mix splits (with splits in x, 4 splits and 132 SMs put every block of
+  // a SM on one split, and the SMs of a shorter last split idled).
+  const int tile = blockIdx.x, split = blockIdx.y;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, t = lane & 3;
-  const int n0 = (blockIdx.y * kBmmaWarps + warp) * kBmmaRows;
-  const int row_a = n0 + gid, row_b = row_a + 8;
-  const bool ok_a = row_a < N, ok_b = row_b < N;
-  const size_t plane_stride = (size_t)N * KW, alpha_stride = (size_t)N * G;
-  const bool pairs_aligned = (KW & 1) == 0;  // then words 2t, 2t + 1 are one aligned 8-byte load
+  const int n0 = (tile * kBmmaWarps + warp) * kBmmaRows;
+  const int NT = (N + kBmmaRows - 1) / kBmmaRows;  // 16-row tiles; rows and steps past the ends are zero words
+  // 32-bit offsets (gpu/kernels.py refuses tile and scale sets of 2^31 elements or more): fewer registers
+  const u32 plane_stride = (u32)NT * KS * 64, alpha_stride = (u32)N * G;  // uint2 per plane; scales per plane
 
   int wgt[3][2];  // w_j of this thread's columns 2t, 2t + 1 in each of a (m, slot)'s three mma
 #pragma unroll
@@ -166,49 +173,38 @@ __device__ __forceinline__ void bmma_gemv_body(
     it_live[it] = (NI >= 4 || t < 2) && it_m[it] < M && n0 + it_rl[it] < N;
   }
 
-  // Per-thread bases, fixed for the whole call; a step adds its offset.
-  const u32* pa = planes + (size_t)(ok_a ? row_a : 0) * KW + 2 * t;
-  const u32* pb = planes + (size_t)(ok_b ? row_b : 0) * KW + 2 * t;
+  // Per-thread bases, fixed for the whole call; a step adds its offset.  A warp past the last row
+  // reads the last tile (a valid address); its outputs are never stored.
+  const uint2* pt = reinterpret_cast<const uint2*>(tiles) + (size_t)min(n0 / kBmmaRows, NT - 1) * KS * 64
+                    + lane;
   const uint2* pf = reinterpret_cast<const uint2*>(bfrag) + (size_t)lane * 3;
-  size_t it_alpha[IT];  // row * G + slot of each item
+  u32 it_alpha[IT];  // row * G + slot of each item
 #pragma unroll
-  for (int it = 0; it < IT; ++it) it_alpha[it] = (size_t)(it_live[it] ? n0 + it_rl[it] : 0) * G + it_slot[it];
+  for (int it = 0; it < IT; ++it) it_alpha[it] = (u32)(it_live[it] ? n0 + it_rl[it] : 0) * G + it_slot[it];
 
   auto load = [&](BmmaStep<S, Mp, P>& d, int s) {
-    const int kw0 = s * kStepWords;
-    if (pairs_aligned && kw0 + kStepWords <= KW) {  // a whole step of 8-byte-aligned word pairs
 #pragma unroll
-      for (int i = 0; i < P; ++i) {
-        uint2 va = make_uint2(0u, 0u), vb = va;
-        if (i < p && ok_a) va = __ldg(reinterpret_cast<const uint2*>(pa + i * plane_stride + kw0));
-        if (i < p && ok_b) vb = __ldg(reinterpret_cast<const uint2*>(pb + i * plane_stride + kw0));
-        d.wa[i][0] = va.x; d.wa[i][1] = va.y; d.wb[i][0] = vb.x; d.wb[i][1] = vb.y;
+    for (int i = 0; i < P; ++i) {  // the tile's two 256-byte halves: words 2t, then words 2t + 1
+      uint2 v0 = make_uint2(0u, 0u), v1 = v0;
+      if (i < p) {
+        v0 = __ldg(pt + (i * plane_stride + (u32)s * 64));
+        v1 = __ldg(pt + (i * plane_stride + (u32)s * 64 + 32));
       }
-    } else {  // the last, partial step, or an odd number of words per row
-      const bool in0 = kw0 + 2 * t < KW, in1 = kw0 + 2 * t + 1 < KW;
-#pragma unroll
-      for (int i = 0; i < P; ++i) {
-        const bool li = i < p;
-        d.wa[i][0] = (li && ok_a && in0) ? __ldg(pa + i * plane_stride + kw0) : 0u;
-        d.wa[i][1] = (li && ok_a && in1) ? __ldg(pa + i * plane_stride + kw0 + 1) : 0u;
-        d.wb[i][0] = (li && ok_b && in0) ? __ldg(pb + i * plane_stride + kw0) : 0u;
-        d.wb[i][1] = (li && ok_b && in1) ? __ldg(pb + i * plane_stride + kw0 + 1) : 0u;
-      }
+      d.wa[i][0] = v0.x; d.wb[i][0] = v0.y; d.wa[i][1] = v1.x; d.wb[i][1] = v1.y;
     }
 #pragma unroll
     for (int m = 0; m < Mp; ++m)
 #pragma unroll
       for (int r = 0; r < 3; ++r)
-        d.bf[m][r] = m < M ? __ldg(pf + (size_t)(m * KS + s) * 96 + r) : make_uint2(0u, 0u);
+        d.bf[m][r] = m < M ? __ldg(pf + ((u32)(m * KS + s) * 96 + r)) : make_uint2(0u, 0u);
 #pragma unroll
     for (int it = 0; it < IT; ++it) {
       const int grp = s * S + it_slot[it];
       const bool live = it_live[it] && grp < G;
-      const size_t a0 = it_alpha[it] + (size_t)s * S;
+      const u32 a0 = it_alpha[it] + (u32)s * S;
 #pragma unroll
       for (int i = 0; i < P; ++i)
         d.al[i][it] = (live && i < p) ? alpha[i * alpha_stride + a0] : __float2half_rn(0.0f);
-      d.be[it] = (live && beta != nullptr) ? beta[a0] : __float2half_rn(0.0f);
       d.X[it] = live ? X_in[it_m[it] * G + grp] : 0;
       d.E[it] = live ? E_in[it_m[it] * G + grp] : 0;
     }
@@ -222,14 +218,6 @@ __device__ __forceinline__ void bmma_gemv_body(
   load(cur, s_begin);
   for (int s = s_begin; s < s_end; ++s) {
     if (s + 1 < s_end) load(nxt, s + 1);
-    // Every 4 steps a row's next 128-byte line of each plane goes to L2 ahead of the register loads.
-    if (t == 0 && (s & 3) == 0 && (s + 4) * kStepWords < KW) {
-      for (int i = 0; i < p; ++i) {
-        const u32* base = planes + i * plane_stride + (size_t)(s + 4) * kStepWords;
-        if (ok_a) asm volatile("prefetch.global.L2 [%0];" :: "l"(base + (size_t)row_a * KW));
-        if (ok_b) asm volatile("prefetch.global.L2 [%0];" :: "l"(base + (size_t)row_b * KW));
-      }
-    }
     float a[IT];
 #pragma unroll
     for (int i = 0; i < P; ++i) {
@@ -263,7 +251,12 @@ __device__ __forceinline__ void bmma_gemv_body(
     for (int it = 0; it < IT; ++it) {
       if (!it_live[it] || s * S + it_slot[it] >= G) continue;
       float v = a[it];
-      if (beta != nullptr) v = __fadd_rn(v, __fmul_rn(__half2float(cur.be[it]), __int2float_rn(cur.X[it])));
+      // the offset is read here, not a step ahead (its register spilled at p = 4); its 128-byte
+      // line holds the row's 64 groups, so after a split's first step it comes from L1
+      if (beta != nullptr) {
+        const float be = __half2float(beta[it_alpha[it] + (size_t)s * S]);
+        v = __fadd_rn(v, __fmul_rn(be, __int2float_rn(cur.X[it])));
+      }
       // v 2^(E - 21) by one multiply: the power of two is a normal float (E - 21 in [-44, -5]),
       // so this is ldexp's single rounding, subnormal results included.
       cbuf[warp][it_rl[it]][it_m[it]][it_slot[it]] = __fmul_rn(v, __int_as_float((127 + cur.E[it] - kFixBits) << 23));
@@ -293,8 +286,8 @@ __device__ __forceinline__ void bmma_gemv_body(
     store_split_output(y, workspace, num_splits, split, M, N, m, row, ysum[q]);
   }
   if (num_splits == 1) return;
-  finish_split_k(workspace, counters, y, M, N, num_splits, blockIdx.y * kBmmaWarps * kBmmaRows,
-                 kBmmaWarps * kBmmaRows);
+  finish_split_k(workspace, counters, y, M, N, num_splits, tile * kBmmaWarps * kBmmaRows,
+                 kBmmaWarps * kBmmaRows, tile);
 }
 
 // S: groups per 256-input step (256 / g); Mp: batch rows rounded up to a power of two; S * Mp <= 8;
@@ -303,7 +296,7 @@ __device__ __forceinline__ void bmma_gemv_body(
 template <int S, int Mp>
 __global__ void __launch_bounds__(kBmmaWarps * 32, S * Mp <= 2 ? 4 : 2)
 bmma_gemv(const u32* __restrict__ bfrag, const int* __restrict__ E_in, const int* __restrict__ X_in,
-          const u32* __restrict__ planes,   // [p, N, K/32]
+          const u32* __restrict__ tiles,    // [p, ceil(N/16), ceil(K/256), 128]: bcq_core.layout.tile_planes
           const __half* __restrict__ alpha, // [p, N, G]
           const __half* __restrict__ beta,  // [N, G] or nullptr
           __half* __restrict__ y,           // [M, N]
@@ -313,14 +306,14 @@ bmma_gemv(const u32* __restrict__ bfrag, const int* __restrict__ E_in, const int
   __shared__ BmmaShared<S, Mp> cbuf;
   if constexpr (S * Mp >= 4) {  // one path for every p (the body checks p at run time): the
     // per-p paths of these larger variants run out of registers
-    bmma_gemv_body<S, Mp, kBmmaMaxP>(cbuf, bfrag, E_in, X_in, planes, alpha, beta, y, workspace, counters, M, N, K, p, group_size);
+    bmma_gemv_body<S, Mp, kBmmaMaxP>(cbuf, bfrag, E_in, X_in, tiles, alpha, beta, y, workspace, counters, M, N, K, p, group_size);
     return;
   }
   switch (p) {
-    case 1: bmma_gemv_body<S, Mp, 1>(cbuf, bfrag, E_in, X_in, planes, alpha, beta, y, workspace, counters, M, N, K, p, group_size); break;
-    case 2: bmma_gemv_body<S, Mp, 2>(cbuf, bfrag, E_in, X_in, planes, alpha, beta, y, workspace, counters, M, N, K, p, group_size); break;
-    case 3: bmma_gemv_body<S, Mp, 3>(cbuf, bfrag, E_in, X_in, planes, alpha, beta, y, workspace, counters, M, N, K, p, group_size); break;
-    default: bmma_gemv_body<S, Mp, 4>(cbuf, bfrag, E_in, X_in, planes, alpha, beta, y, workspace, counters, M, N, K, p, group_size); break;
+    case 1: bmma_gemv_body<S, Mp, 1>(cbuf, bfrag, E_in, X_in, tiles, alpha, beta, y, workspace, counters, M, N, K, p, group_size); break;
+    case 2: bmma_gemv_body<S, Mp, 2>(cbuf, bfrag, E_in, X_in, tiles, alpha, beta, y, workspace, counters, M, N, K, p, group_size); break;
+    case 3: bmma_gemv_body<S, Mp, 3>(cbuf, bfrag, E_in, X_in, tiles, alpha, beta, y, workspace, counters, M, N, K, p, group_size); break;
+    default: bmma_gemv_body<S, Mp, 4>(cbuf, bfrag, E_in, X_in, tiles, alpha, beta, y, workspace, counters, M, N, K, p, group_size); break;
   }
 }
 

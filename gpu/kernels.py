@@ -2,14 +2,16 @@
 
     lut_gemv(x, planes, alpha, beta=None, *, group_size)   y = x W_hat^T, batch M <= 32, LUT-GEMM
     mma_gemm(x, planes, alpha, beta=None, *, group_size)   y = x W_hat^T, batch M <= 16, exact tensor cores
-    bmma_gemv(x, planes, alpha, beta=None, *, group_size)  the same bytes from 1-bit tensor cores (small batches)
+    bmma_gemv(x, tiles, alpha, beta=None, *, group_size)   the same bytes from 1-bit tensor cores (small batches)
+    tile_planes(planes)                                    the planes in bmma_gemv's tile layout (once per weight)
     imma_gemm(x, planes, alpha, beta=None, *, group_size)  the same bytes from int8 tensor cores, M <= 16, p <= 4
     dequantize(planes, alpha, beta=None, *, group_size)    W_hat float16 [N, K]
-    bcq_matmul(x, planes, alpha, beta=None, *, group_size) any batch: the fastest measured path
+    bcq_matmul(x, planes, alpha, beta=None, *, group_size, tiles=None)   any batch: the fastest measured path
 
 Arguments (CuPy arrays, or torch CUDA tensors through DLPack; results come back as the same kind):
     x       float16 [M, K], C-contiguous
     planes  uint32  [p, N, K/32], C-contiguous: the first p planes of a PackedBCQ (``planes[:p]``)
+    tiles   uint32  [p, ceil(N/16), ceil(K/256), 128]: the same planes in the tile layout (tile_planes)
     alpha   float16 [p, N, G]: the scale set of precision p
     beta    float16 [N, G] or None: offsets of precision p
     group_size  g, a multiple of 32 that divides K
@@ -29,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bcq_core import layout
+from bcq_core.layout import tile_shape
 from reference.checks import MAX_LUT_BATCH, check_gemv_args
 from reference import exact_mma
 from reference.exact_mma import MAX_GROUP, MAX_MMA_BATCH
@@ -71,7 +75,7 @@ def _module(device_id: int, name: str, split: int = exact_mma.SPLIT_CHOICES[0]):
                                                     for e in ("true", "false")],
              "dequantize": ["bcq::dequantize"]}[name]
     # the exact kernels' split (reference/exact_mma.py: contract_split) is a compile-time constant:
-    # one module per split in use (four at most), so it costs their loops no register
+    # one module per split length in use (a model has a few layer shapes), so it costs their loops no register
     options = NVRTC_OPTIONS + (f"-DBCQ_EXACT_SPLIT_INPUTS={split}",)
     return cupy.RawModule(code=code, options=options, name_expressions=names)
 
@@ -172,18 +176,30 @@ def _null_or(a):
     return a if a is not None else np.uint64(0)
 
 
-def _gemm_call(x, planes, alpha, beta, group_size, out, max_batch, name):
+def _gemm_call(x, planes, alpha, beta, group_size, out, max_batch, name, planes_name="planes"):
     """Everything a GEMM wrapper does before its launch: convert, validate, pick the stream, make out.
 
-    Returns (x, planes, alpha, beta, (M, N, K, p, G), device id, stream, out, was_torch).
+    Returns (x, planes, alpha, beta, (M, N, K, p, G), device id, stream, out, was_torch).  With
+    planes_name="tiles" the planes come in the tile layout (bcq_core.layout.tile_planes), checked
+    against the shape that alpha and group_size imply.
     """
-    (x, tx), (planes, _), (alpha, _), (beta, _) = (_as_cupy(x, "x"), _as_cupy(planes, "planes"),
+    (x, tx), (planes, _), (alpha, _), (beta, _) = (_as_cupy(x, "x"), _as_cupy(planes, planes_name),
                                                    _as_cupy(alpha, "alpha"), _as_cupy(beta, "beta"))
-    dims = check_gemv_args(x.shape, x.dtype, planes.shape, planes.dtype, alpha.shape, alpha.dtype,
+    planes_shape = planes.shape
+    if planes_name == "tiles":  # the row-major shape the tiles stand for: [p, N, G g / 32]
+        p, N, G = alpha.shape if alpha.ndim == 3 else (0, 0, 0)
+        planes_shape = (p, N, G * group_size // 32)
+    dims = check_gemv_args(x.shape, x.dtype, planes_shape, planes.dtype, alpha.shape, alpha.dtype,
                            None if beta is None else beta.shape, None if beta is None else beta.dtype, group_size)
+    if planes_name == "tiles":
+        want = tile_shape(*planes_shape)
+        if planes.dtype != np.uint32 or tuple(planes.shape) != want:
+            raise ValueError(f"tiles: must be the planes in the tile layout, uint32 {want} for p, N, K = "
+                             f"{dims[3]}, {dims[1]}, {dims[2]} (gpu.tile_planes(planes[:p])); got {planes.dtype} "
+                             f"{tuple(planes.shape)}")
     if dims[0] > max_batch:
         raise ValueError(f"x: {name} takes batch 1..{max_batch}, got M={dims[0]}; use bcq_matmul")
-    dev = _check_device_arrays(x=x, planes=planes, alpha=alpha, beta=beta)
+    dev = _check_device_arrays(x=x, alpha=alpha, beta=beta, **{planes_name: planes})
     cupy = _cupy()
     stream = _torch_stream_scope(tx)
     M, N = dims[0], dims[1]
@@ -223,26 +239,46 @@ def bmma_supports(M: int, p: int, group_size: int) -> bool:
             and 1 <= M <= MAX_MMA_BATCH and batch_bucket(M) * (BMMA_STEP // group_size) <= 8)
 
 
-def bmma_gemv(x, planes, alpha, beta=None, *, group_size: int, out=None, split: int | None = None):
+def tile_planes(planes):
+    """Planes uint32 [p, N, K/32] -> the tile layout bmma_gemv reads, uint32 [p, ceil(N/16), ceil(K/256), 128].
+
+    bcq_core.layout.tile_planes on the GPU (a CuPy array or a torch CUDA tensor in, the same kind
+    out), on the current stream.  Do it once per weight: it is a full copy of the planes.
+    """
+    (a, tp) = _as_cupy(planes, "planes")
+    if a is None or a.dtype != np.uint32 or a.ndim != 3:
+        raise ValueError(f"planes: must be uint32 [p, N, K/32], got {getattr(a, 'dtype', None)} "
+                         f"{tuple(getattr(a, 'shape', ()))}")
+    with _torch_stream_scope(tp):
+        tiles = layout.tile_planes(a)
+    return _back(tiles, tp)
+
+
+def bmma_gemv(x, tiles, alpha, beta=None, *, group_size: int, out=None, split: int | None = None):
     """y = x W_hat^T (float16 [M, N]) on 1-bit tensor cores; bit-exact with reference.exact_mma_gemm.
 
+    tiles: the p planes in the tile layout, uint32 [p, ceil(N/16), ceil(K/256), 128]
+    (``tile_planes(planes[:p])``, or ``tile_planes(planes)[:p]``: the layout is plane-major too).
     The plane words feed mma.m16n8k256 (.b1, AND + popcount) as stored; the activations go in as
     their 23 fixed-point bit-planes (bcq::encode_bits, one small launch).  Takes g in {32, 64, 128,
     256}, p <= 4 and batch up to 8 * g / 256 (rounded up to a power of two): 4 at g = 128.
-    split: the contract's inputs per split; None = reference.exact_mma.contract_split of the shape.
+    split: a nominal split of the contract (equalized by reference.exact_mma.contract_split); None = its choice.
     """
     exact_mma.check_split(split)
-    x, planes, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(
-        x, planes, alpha, beta, group_size, out, MAX_MMA_BATCH, "bmma_gemv")
+    x, tiles, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(
+        x, tiles, alpha, beta, group_size, out, MAX_MMA_BATCH, "bmma_gemv", planes_name="tiles")
     if not bmma_supports(M, p, group_size):
         raise ValueError(f"bmma_gemv: takes a group size dividing 256, at most {BMMA_MAX_PLANES} planes and "
                          f"batch bucket x 256/g <= 8; got g={group_size}, p={p}, M={M} (use bcq_matmul)")
+    if p * N * G >= 2 ** 31 or tiles.size >= 2 ** 32:  # the kernel's offsets are 32-bit (fewer registers)
+        raise ValueError(f"alpha: bmma_gemv addresses scales and tiles with 32-bit offsets: p N G must stay "
+                         f"below 2^31 and the tiles below 2^32 words; got p N G = {p * N * G}, {tiles.size} words")
     S = BMMA_STEP // group_size
     with stream:
         KS = -(-K // BMMA_STEP)
         n_words = M * KS * 8  # one warp each
         _launch_exact(dev, stream, "bmma_gemv", "bcq::encode_bits", -(-n_words // 4), M * KS * 32 * 6,
-                      f"bcq::bmma_gemv<{S}, {batch_bucket(M)}>", x, planes, alpha, beta, out, M, N, K, G, p,
+                      f"bcq::bmma_gemv<{S}, {batch_bucket(M)}>", x, tiles, alpha, beta, out, M, N, K, G, p,
                       group_size, split)
     return _back(out, tx)
 
@@ -268,7 +304,7 @@ def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: 
 
     Per 8 batch rows: one launch that splits the activations into three int8 digits
     (bcq::encode_digits), then the GEMM (rows of x never interact, so 16 rows are two tiles of 8).
-    split: the contract's inputs per split; None = reference.exact_mma.contract_split of the shape.
+    split: a nominal split of the contract (equalized by reference.exact_mma.contract_split); None = its choice.
     """
     exact_mma.check_split(split)
     x, planes, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(
@@ -294,7 +330,7 @@ def mma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: i
     """y = x W_hat^T (float16 [M, N], M <= 16) on tensor cores; bit-exact with reference.exact_mma_gemm.
 
     Two launches: activations to fixed-point digits (encode_activations), then the GEMM.
-    split: the contract's inputs per split; None = reference.exact_mma.contract_split of the shape.
+    split: a nominal split of the contract (equalized by reference.exact_mma.contract_split); None = its choice.
     """
     exact_mma.check_split(split)
     if group_size > MAX_GROUP:
@@ -312,9 +348,9 @@ def _launch_exact(dev, stream, module, encoder, encode_blocks, n_frag, kernel, x
                   M, N, K, G, p, group_size, split):
     """The two launches of every exact tensor-core kernel, on the current stream: the encoder turns x
     into the kernel's activation fragments (n_frag words) and each group's E and X, then the GEMM
-    (grid: contract splits x 64-row tiles of 4 warps; p is passed unless the kernel has it as a
-    template parameter, p=None; split None = the contract's for the shape)."""
-    split = exact_mma.contract_split(N, K, group_size) if split is None else split
+    (grid: contract splits x 64-row tiles of 4 warps, bmma_gemv the transpose; p is passed unless
+    the kernel has it as a template parameter, p=None; split None = the contract's for the shape)."""
+    split = exact_mma.contract_split(N, K, group_size, split)
     num_splits = _num_splits(G, group_size, split)
     row_tiles = -(-N // EXACT_ROWS_PER_BLOCK)
     enc = _encoded(dev, stream.ptr, n_frag + 2 * M * G)
@@ -324,7 +360,8 @@ def _launch_exact(dev, stream, module, encoder, encode_blocks, n_frag, kernel, x
     mod.get_function(encoder)((encode_blocks,), (128,),
                               (x, frag, E, X, np.int32(M), np.int32(K), np.int32(group_size)))
     sizes = (M, N, K) + ((p,) if p is not None else ()) + (group_size,)
-    mod.get_function(kernel)((num_splits, row_tiles), (128,),
+    grid = (row_tiles, num_splits) if module == "bmma_gemv" else (num_splits, row_tiles)  # see bmma_gemv.cu
+    mod.get_function(kernel)(grid, (128,),
                              (frag, E, X, planes, alpha, _null_or(beta), out, ws, ctr) + tuple(np.int32(v) for v in sizes))
 
 
@@ -372,8 +409,12 @@ LUT_UP_TO_BATCH = 4
 MMA_FROM_WEIGHTS = 1 << 26
 
 
-def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int):
+def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int, tiles=None):
     """y = x W_hat^T for any batch, by the fastest measured path (see the thresholds above).
+
+    tiles: ``tile_planes(planes)`` (or of more planes: its first p are used), made once per weight;
+    the 1-bit kernel, the fastest up to batch 2, reads only those.  Without them batches 1 and 2 take
+    the int8 tensor-core path (the same bytes, slower).
 
     The kernel paths are bit-exact with their references (the tensor-core ones with
     reference.exact_mma_gemm, the LUT one with reference.lut_gemv); dequantize + cuBLAS is not
@@ -381,8 +422,8 @@ def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int):
     """
     M = x.shape[0] if len(x.shape) == 2 else 0
     p, N, K = (planes.shape[0], planes.shape[1], planes.shape[2] * 32) if len(planes.shape) == 3 else (0, 0, 0)
-    if bmma_supports(M, p, group_size) and M <= BMMA_UP_TO_BATCH:
-        return bmma_gemv(x, planes, alpha, beta, group_size=group_size)
+    if tiles is not None and bmma_supports(M, p, group_size) and M <= BMMA_UP_TO_BATCH:
+        return bmma_gemv(x, tiles[:p], alpha, beta, group_size=group_size)
     if imma_supports(M, p, group_size) and p * N * (K // group_size) < 2 ** 31:
         return imma_gemm(x, planes, alpha, beta, group_size=group_size)
     if 1 <= M <= LUT_UP_TO_BATCH:

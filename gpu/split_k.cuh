@@ -1,6 +1,6 @@
 // Split-K epilogue shared by the GEMV kernels (included by every kernel file but dequantize.cu).
 //
-// Every block of row tile blockIdx.y has written its split's fp32 partials to
+// Every block of row tile `tile` (blockIdx.y unless the kernel says) has written its split's fp32 partials to
 // workspace[split, M, N].  The last block to finish (an integer atomic counter says which) sums
 // them in split order and writes fp16 y: the float sums happen in one block, in a fixed order,
 // so the result is deterministic, and the counter is reset for the next launch (graph replays too).
@@ -26,11 +26,13 @@ __device__ __forceinline__ void store_split_output(__half* y, float* workspace, 
 }
 
 __device__ __forceinline__ void finish_split_k(const float* workspace, unsigned int* counters, __half* y,
-                                               int M, int N, int num_splits, int row0, int rows) {
+                                               int M, int N, int num_splits, int row0, int rows,
+                                               int tile = -1) {
+  if (tile < 0) tile = blockIdx.y;
   __shared__ bool is_last;
   __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) is_last = atomicAdd(&counters[blockIdx.y], 1u) == (unsigned)(num_splits - 1);
+  if (threadIdx.x == 0) is_last = atomicAdd(&counters[tile], 1u) == (unsigned)(num_splits - 1);
   __syncthreads();
   if (!is_last) return;
   __threadfence();
@@ -41,7 +43,7 @@ __device__ __forceinline__ void finish_split_k(const float* workspace, unsigned 
     for (int sp = 1; sp < num_splits; ++sp) s = __fadd_rn(s, __ldcg(workspace + ((size_t)sp * M + c) * N + n));
     y[(size_t)c * N + n] = __float2half_rn(s);
   }
-  if (threadIdx.x == 0) counters[blockIdx.y] = 0u;
+  if (threadIdx.x == 0) counters[tile] = 0u;
 }
 
 }  // namespace bcq

@@ -13,7 +13,8 @@ Buffers (they are the module's state_dict, saved bit for bit by ``llm.checkpoint
 Forward at ``self.precision`` = p:
 
 * CUDA input in float16 or bfloat16 (serving): the ``gpu`` kernels (imported lazily),
-  ``bcq_matmul(x16, planes[:p], alpha_p, beta_p, g)`` on float16 activations, result cast back to x's dtype.
+  ``bcq_matmul(x16, planes[:p], alpha_p, beta_p, g, tiles=...)`` on float16 activations, result cast back to
+  x's dtype; batches 1-2 also read the planes in the 1-bit kernel's tile layout (``tiles()``, made once).
 * Any other input (CPU, or float32 on CUDA): dequantize Ŵ_p once (in x's dtype, cached for the current
   precision), then ``F.linear``.  A float32 model asks for float32 math, which the float16 kernels do not
   give: calibration and evaluation of the float32 research model compute the same math on a GPU as on the CPU
@@ -74,6 +75,7 @@ class BCQLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(N), requires_grad=False) if bias else None
         self.precision = precisions[-1]
         self._cache: tuple[int, torch.dtype, torch.Tensor] | None = None
+        self._tile_cache: tuple[tuple, torch.Tensor] | None = None
         self._train: dict | None = None
 
     # ---- construction and export -------------------------------------------------------------
@@ -125,6 +127,7 @@ class BCQLinear(nn.Module):
 
     def clear_cache(self) -> None:
         self._cache = None
+        self._tile_cache = None
 
     def dequantize(self, p: int | None = None, dtype=torch.float32) -> torch.Tensor:
         """Ŵ_p as a dense [N, K] tensor (from the float16 buffers, widened exactly to float32)."""
@@ -182,13 +185,28 @@ class BCQLinear(nn.Module):
             c = self._cache = (self.precision, x.dtype, self.dequantize(self.precision, x.dtype))
         return F.linear(x, c[2], self.bias)
 
+    def tiles(self) -> torch.Tensor:
+        """The planes in the 1-bit tensor-core kernel's tile layout (``gpu.tile_planes``), made on first use.
+
+        A second copy of the planes in GPU memory (``nbytes`` counts only the row-major ones, which the
+        int8 and LUT kernels and dequantize read): the price of the 1-bit kernel's one fully used load
+        per lane, which serves batches 1 and 2.  Rebuilt after anything that calls ``clear_cache``.
+        """
+        key = (self.planes.data_ptr(), self.planes.device)
+        if self._tile_cache is None or self._tile_cache[0] != key:
+            from gpu import tile_planes
+            self._tile_cache = (key, tile_planes(self.planes.view(torch.uint32)))
+        return self._tile_cache[1]
+
     def _forward_cuda(self, x: torch.Tensor) -> torch.Tensor:
-        from gpu import bcq_matmul  # CuPy and the kernels load only when a CUDA input arrives
+        import gpu  # CuPy and the kernels load only when a CUDA input arrives
 
         p, shape = self.precision, x.shape
         x16 = x.reshape(-1, self.in_features).to(torch.float16).contiguous()  # (M, K)
         beta = self.beta(p)
-        y = bcq_matmul(x16, self.planes[:p].view(torch.uint32), self.alpha(p), beta, group_size=self.group_size)
+        tiles = self.tiles() if x16.shape[0] <= gpu.kernels.BMMA_UP_TO_BATCH else None
+        y = gpu.bcq_matmul(x16, self.planes[:p].view(torch.uint32), self.alpha(p), beta, group_size=self.group_size,
+                           tiles=tiles)
         y = y.to(x.dtype).reshape(*shape[:-1], self.out_features)            # (..., N)
         return y if self.bias is None else y + self.bias.to(x.dtype)
 

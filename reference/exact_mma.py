@@ -19,8 +19,9 @@ every tensor-core sum an exact integer instead:
        a = alpha_0 float(D_0);  a = a + alpha_i float(D_i) for i = 1..p-1;  [a = a + beta float(X)];
        c = a 2^(E - 21)                            (float(.) rounds an integer to nearest even)
 4. y = sequential sum of c over the groups of a split, then over the splits.  A split is
-   split // g whole groups, split = contract_split(N, K, g) inputs: the largest of 8192, 4096,
-   2048, 1024 that still makes 256 (64-row tile, split) pairs of independent work, else 1024.
+   split // g whole groups, split = contract_split(N, K, g) inputs: of the longest of 8192, 4096,
+   2048, 1024 that still makes 256 (64-row tile, split) pairs of independent work (else 1024), the
+   same number of splits made equal in whole 256-input steps (70B down: 4 x 7168).
 5. y rounded to float16.
 Rows of x never interact: the result for one row does not depend on the batch size.
 """
@@ -39,6 +40,7 @@ DIGIT = 2048
 SPLIT_CHOICES = (8192, 4096, 2048, 1024)  # inputs per split, largest first (multiples of 256)
 SPLIT_WORK = 256       # (64-row tile, split) pairs wanted: two blocks for each SM of a 128-SM GPU
 SPLIT_ROWS = 64        # rows per tile in that count
+STEP_INPUTS = 256      # a split is whole steps of gpu/bmma_gemv.cu's mma (m16n8k256) where g divides 256
 MAX_MMA_BATCH = 16
 MAX_GROUP = 256
 
@@ -57,22 +59,34 @@ def encode_activations(x: np.ndarray, group_size: int):
 
 
 @functools.lru_cache(maxsize=None)  # the kernels ask for it on every launch
-def contract_split(N: int, K: int, group_size: int) -> int:
+def contract_split(N: int, K: int, group_size: int, split: int | None = None) -> int:
     """Inputs per split of the contract for an N x K layer (step 4 of the module docstring).
 
-    A pure function of the layer's shape, never of the batch or the GPU, so the three kernels and
-    this reference agree for every call.  Long splits keep fewer partials; short ones give small
-    layers more independent warps (each walks its split's groups in order), which the kernels
-    need to fill a GPU: benchmarks/results/split_sweep_*.md.
+        s0 = split, or the longest of SPLIT_CHOICES with  ceil(N / 64) * ceil(G / (s0 // g)) >= SPLIT_WORK
+             (else the shortest)                                         G = K / g groups
+        n  = ceil(G / (s0 // g))                                         splits
+        q  = u * ceil(ceil(G / n) / u)   groups per split,  u = 256 / g if g divides 256, else 1
+        returns q * g
+
+    A pure function of the layer's shape (and of an explicit split), never of the batch or the GPU,
+    so the three kernels and this reference agree for every call.  Long splits keep fewer partials;
+    short ones give small layers more independent warps (each walks its split's groups in order),
+    which the kernels need to fill a GPU: benchmarks/results/split_sweep_*.md.  The n splits are
+    then made as equal as whole 256-input steps allow (the 1-bit kernel's step is 256 inputs), because
+    a layer takes as long as its longest split: 70B down (K = 28672) is 4 splits of 7168 inputs, not
+    3.5 of 8192 whose last, half-length one left its SMs idle half the time.  q never exceeds s0 // g
+    and n splits of q groups still cover G, so equalizing changes no split count.
     """
     if not 1 <= group_size <= MAX_GROUP:
         raise ValueError(f"group_size: the exact contract takes groups of 1..{MAX_GROUP} inputs, got {group_size}")
-    tiles = -(-N // SPLIT_ROWS)
-    for split in SPLIT_CHOICES:
-        per_split = split // group_size
-        if tiles * -(-(K // group_size) // per_split) >= SPLIT_WORK:
-            return split
-    return SPLIT_CHOICES[-1]
+    check_split(split)
+    g, G = group_size, max(1, K // group_size)
+    if split is None:
+        tiles = -(-N // SPLIT_ROWS)
+        split = next((s for s in SPLIT_CHOICES if tiles * -(-G // (s // g)) >= SPLIT_WORK), SPLIT_CHOICES[-1])
+    n = -(-G // (split // g))
+    u = STEP_INPUTS // g if STEP_INPUTS % g == 0 else 1
+    return u * -(-(-(-G // n)) // u) * g
 
 
 def check_split(split) -> None:
@@ -84,7 +98,8 @@ def check_split(split) -> None:
 def exact_mma_gemm(x, planes, alpha, beta=None, *, group_size: int, split: int | None = None) -> np.ndarray:
     """y = x W_hat^T, float16 [M, N], bit-exact with gpu.mma_gemm (see the module docstring).
 
-    split: inputs per split, one of SPLIT_CHOICES; None means contract_split(N, K, group_size)."""
+    split: inputs per split, one of SPLIT_CHOICES (equalized by contract_split); None means
+    contract_split(N, K, group_size)."""
     M, N, K, p, G = check_gemv_args(x.shape, x.dtype, planes.shape, planes.dtype, alpha.shape,
                                     alpha.dtype, None if beta is None else beta.shape,
                                     None if beta is None else beta.dtype, group_size)
@@ -94,9 +109,7 @@ def exact_mma_gemm(x, planes, alpha, beta=None, *, group_size: int, split: int |
     if g > MAX_GROUP:
         raise ValueError(f"group_size: the tensor-core kernel takes groups of at most {MAX_GROUP} inputs "
                          f"(its integer sums must stay below 2^31), got {g}")
-    check_split(split)
-    if split is None:
-        split = contract_split(N, K, g)
+    split = contract_split(N, K, g, split)
     fix, _, _, E, X = encode_activations(x, g)
     bits = ((unpack_bits(planes) + 1) // 2).astype(np.float64).reshape(p, N, G, g)  # beta_ik in {0, 1}
     # integer sums, exact in float64 (|S| < 2^29)

@@ -11,21 +11,30 @@ from reference.exact_mma import (MAX_GROUP, SPLIT_CHOICES, SPLIT_ROWS, SPLIT_WOR
 GROUPS = [32, 64, 96, 128, 192, 256]
 
 
-@given(N=st.integers(1, 70000), G=st.integers(1, 600), g=st.sampled_from(GROUPS))
-def test_contract_split_is_the_longest_that_leaves_enough_work(N, G, g):
-    split = contract_split(N, g * G, g)
-    assert split in SPLIT_CHOICES
-
-    def work(s):  # independent (64-row tile, split) pairs
+def nominal(N, G, g):
+    """The longest choice that leaves SPLIT_WORK independent (64-row tile, split) pairs, else the shortest."""
+    def work(s):
         return -(-N // SPLIT_ROWS) * -(-G // (s // g))
-    assert all(work(s) < SPLIT_WORK for s in SPLIT_CHOICES if s > split)
-    assert work(split) >= SPLIT_WORK or split == SPLIT_CHOICES[-1]
+    return next((s for s in SPLIT_CHOICES if work(s) >= SPLIT_WORK), SPLIT_CHOICES[-1])
+
+
+@given(N=st.integers(1, 70000), G=st.integers(1, 600), g=st.sampled_from(GROUPS),
+       split=st.sampled_from((None,) + SPLIT_CHOICES))
+def test_contract_split_keeps_the_nominal_count_of_splits_and_makes_them_equal(N, G, g, split):
+    s0 = nominal(N, G, g) if split is None else split
+    got = contract_split(N, g * G, g, split)
+    q, u = got // g, (256 // g if 256 % g == 0 else 1)
+    assert got % g == 0 and q % u == 0 and got <= s0          # whole groups, whole 256-input steps
+    n = -(-G // (s0 // g))
+    assert -(-G // q) == n                                    # the same number of splits as the nominal
+    assert q - u < -(-G // n) <= q                            # the shortest that covers G in n splits
 
 
 def test_contract_split_of_the_benchmark_layers():
-    """Long splits where the rows alone fill the GPU; short ones for the small layers."""
+    """Long splits where the rows alone fill the GPU; short ones for the small layers; equal lengths."""
     assert contract_split(57344, 8192, 128) == 8192   # Llama-3.1-70B gate+up
-    assert contract_split(8192, 28672, 128) == 8192   # 70B down: 128 row tiles x 4 splits
+    assert contract_split(8192, 28672, 128) == 7168   # 70B down: 128 row tiles x 4 equal splits (3.5 x 8192)
+    assert contract_split(4096, 14336, 128) == 3584   # 8B down: 4 x 3584 (3.5 x 4096)
     assert contract_split(4096, 4096, 128) == 1024    # 8B o
     assert contract_split(8192, 8192, 128) == 4096    # 70B o
 

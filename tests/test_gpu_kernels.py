@@ -188,7 +188,13 @@ def test_mma_gemm_close_to_float64():
 
 
 # --- the 1-bit tensor-core path (gpu/bmma_gemv.cu): the same contract, the same bytes ------------
+from bcq_core.layout import tile_planes  # noqa: E402
 from gpu.kernels import bmma_supports  # noqa: E402
+
+
+def tiled(dev):
+    """[x, planes, alpha, beta] on the GPU -> the same with the planes in the tile layout (gpu.tile_planes)."""
+    return [dev[0], gpu.tile_planes(dev[1])] + list(dev[2:])
 
 
 @SETTINGS
@@ -199,7 +205,8 @@ def test_bmma_gemv_matches_reference_bytes(N, g, G, p, with_beta, kind, data, se
     M = data.draw(st.sampled_from([m for m in (1, 2, 3, 4, 5, 7, 8) if bmma_supports(m, p, g)]))
     x, planes, alpha, beta = random_problem(np.random.default_rng(seed), M, N, g * G, p, g,
                                             with_beta=with_beta, kind=kind)
-    dev = [None if a is None else cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    dev = tiled([None if a is None else cupy.asarray(a) for a in (x, planes, alpha, beta)])
+    assert (cupy.asnumpy(dev[1]) == tile_planes(planes)).all()  # the GPU tiling is the layout's
     got = cupy.asnumpy(gpu.bmma_gemv(*dev, group_size=g))
     assert_same_bytes(got, exact_mma_gemm(x, planes, alpha, beta, group_size=g))
 
@@ -209,7 +216,7 @@ def test_bmma_gemv_matches_reference_bytes(N, g, G, p, with_beta, kind, data, se
        p=st.integers(1, 4), split=st.sampled_from(SPLIT_CHOICES), seed=st.integers(0, 2 ** 32 - 1))
 def test_bmma_gemv_several_splits(M, N, G, p, split, seed):
     x, planes, alpha, beta = random_problem(np.random.default_rng(seed), M, N, 128 * G, p, 128, with_beta=True)
-    dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    dev = tiled([cupy.asarray(a) for a in (x, planes, alpha, beta)])
     assert_same_bytes(cupy.asnumpy(gpu.bmma_gemv(*dev, group_size=128, split=split)),
                       exact_mma_gemm(x, planes, alpha, beta, group_size=128, split=split))
 
@@ -219,13 +226,22 @@ def test_bmma_gemv_equals_mma_gemm_on_real_shapes(N, K, g):
     """Two kernels, one contract: the 1-bit and the fp16 tensor-core paths give the same bytes."""
     x, planes, alpha, _ = random_problem(np.random.default_rng(N + K), 1, N, K, 3, g)
     dev = [cupy.asarray(a) for a in (x, planes, alpha)]
-    assert_same_bytes(cupy.asnumpy(gpu.bmma_gemv(*dev, group_size=g)), cupy.asnumpy(gpu.mma_gemm(*dev, group_size=g)))
+    assert_same_bytes(cupy.asnumpy(gpu.bmma_gemv(*tiled(dev), group_size=g)),
+                      cupy.asnumpy(gpu.mma_gemm(*dev, group_size=g)))
 
 
 def test_bmma_gemv_refuses_what_it_does_not_take():
     x, planes, alpha, _ = random_problem(np.random.default_rng(0), 8, 64, 1024, 2, 128)
+    x, planes, alpha = cupy.asarray(x), cupy.asarray(planes), cupy.asarray(alpha)
+    tiles = gpu.tile_planes(planes)
     with pytest.raises(ValueError, match="bmma_gemv: takes"):
-        gpu.bmma_gemv(cupy.asarray(x), cupy.asarray(planes), cupy.asarray(alpha), group_size=128)  # 8 x 2 > 8
+        gpu.bmma_gemv(x, tiles, alpha, group_size=128)  # batch bucket 8 x 2 groups per step > 8
+    with pytest.raises(ValueError, match=r"tiles: must be the planes in the tile layout, uint32 \(2, 4, 4, 128\)"):
+        gpu.bmma_gemv(x[:1], planes, alpha, group_size=128)  # row-major planes
+    with pytest.raises(ValueError, match="tiles: must be the planes in the tile layout"):
+        gpu.bmma_gemv(x[:1], tiles[:1], alpha, group_size=128)  # one plane for a 2-plane scale set
+    with pytest.raises(ValueError, match="planes: must be uint32"):
+        gpu.tile_planes(planes.view(cupy.int32))
 
 
 # --- the int8 tensor-core path (gpu/imma_gemm.cu): the same contract, the same bytes -------------
@@ -297,11 +313,15 @@ def test_imma_gemm_refuses_what_it_does_not_take():
 
 @pytest.mark.parametrize("M", [1, 2, 3, 8, 16])
 @pytest.mark.parametrize("g", [64, 128])
-def test_bcq_matmul_small_batches_take_an_exact_tensor_core_path(M, g):
-    """Up to batch 16 at p <= 4, bcq_matmul's answer is the exact contract's, byte for byte."""
-    x, planes, alpha, beta = random_problem(np.random.default_rng(M + g), M, 200, 1536, 3, g, with_beta=True)
+@pytest.mark.parametrize("with_tiles", [False, True])
+def test_bcq_matmul_small_batches_take_an_exact_tensor_core_path(M, g, with_tiles):
+    """Up to batch 16 at p <= 4, bcq_matmul's answer is the exact contract's, byte for byte, with or
+    without tiles (which take batches 1-2 to the 1-bit kernel; tiles of more planes are cut to p)."""
+    x, planes, alpha, beta = random_problem(np.random.default_rng(M + g), M, 200, 1536, 4, g, with_beta=True)
+    planes, alpha = planes[:3], alpha[:3]
     dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
-    assert_same_bytes(cupy.asnumpy(gpu.bcq_matmul(*dev, group_size=g)),
+    tiles = gpu.tile_planes(cupy.asarray(np.concatenate([planes, planes[:1]]))) if with_tiles else None
+    assert_same_bytes(cupy.asnumpy(gpu.bcq_matmul(*dev, group_size=g, tiles=tiles)),
                       exact_mma_gemm(x, planes, alpha, beta, group_size=g))
 
 

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bcq_core.bcq import BCQ
-from bcq_core.layout import PackedBCQ, from_official, pack, pack_bits, to_official, unpack, unpack_bits
+from bcq_core.layout import (PackedBCQ, from_official, pack, pack_bits, tile_planes, tile_shape, to_official, unpack,
+                              unpack_bits, untile_planes)
 
 FAST = settings(max_examples=30, deadline=None)
 
@@ -174,3 +175,46 @@ def test_docs_format_worked_example():
     word = pack_bits(signs)
     assert word.dtype == np.uint32 and word.tolist() == [0x39]
     assert (unpack_bits(word) == signs).all()
+
+
+# --- the tile layout of the 1-bit tensor-core kernel -------------------------------------------
+@FAST
+@given(seed=st.integers(0, 2 ** 31), P=st.integers(1, 4), N=st.integers(1, 40), KW=st.integers(1, 20))
+def test_tile_planes_round_trip_and_index_map(seed, P, N, KW):
+    rng = np.random.default_rng(seed)
+    planes = rng.integers(0, 2 ** 32, size=(P, N, KW), dtype=np.uint64).astype(np.uint32)
+    tiles = tile_planes(planes)
+    assert tiles.shape == tile_shape(P, N, KW) == (P, -(-N // 16), -(-KW // 8), 128) and tiles.dtype == np.uint32
+    assert (untile_planes(tiles, N, KW) == planes).all()
+    i, n, w = rng.integers(P), rng.integers(N), rng.integers(KW)   # the docstring's formula, at one element
+    gid, h, t, e = n % 8, (n % 16) // 8, (w % 8) // 2, w % 2
+    assert tiles[i, n // 16, w // 8, 64 * e + 8 * gid + 2 * t + h] == planes[i, n, w]
+    # every stored word appears once, the padding is zero
+    assert np.count_nonzero(tiles) == np.count_nonzero(planes)
+    assert np.sort(tiles[tiles != 0]).tolist() == np.sort(planes[planes != 0]).tolist()
+
+
+@FAST
+@given(seed=st.integers(0, 2 ** 31), p=st.integers(1, 3))
+def test_tiles_are_plane_major_like_the_packed_layout(seed, p):
+    """A p-bit request reads the first p planes of the tiles: tiling commutes with taking a prefix."""
+    planes = np.random.default_rng(seed).integers(0, 2 ** 32, size=(4, 21, 9), dtype=np.uint64).astype(np.uint32)
+    assert (tile_planes(planes)[:p] == tile_planes(planes[:p])).all()
+
+
+def test_tile_of_a_warp_holds_its_mma_fragments():
+    """Lane 4 gid + t reads 8 bytes from each half: words 2t, then 2t+1, of rows gid and gid + 8 (mma order)."""
+    planes = (np.arange(16)[:, None] * 1000 + np.arange(8)[None, :]).astype(np.uint32)[None]  # word = 1000 row + col
+    halves = tile_planes(planes)[0, 0, 0].reshape(2, 32, 2)
+    for gid in range(8):
+        for t in range(4):
+            (a0, a1), (a2, a3) = halves[0, 4 * gid + t], halves[1, 4 * gid + t]
+            assert (a0, a1, a2, a3) == (1000 * gid + 2 * t, 1000 * (gid + 8) + 2 * t,
+                                        1000 * gid + 2 * t + 1, 1000 * (gid + 8) + 2 * t + 1)
+
+
+def test_tile_planes_rejects_bad_input():
+    with pytest.raises(ValueError, match="planes: must be uint32"):
+        tile_planes(np.zeros((2, 3), np.uint32))
+    with pytest.raises(ValueError, match="tiles: must be uint32"):
+        untile_planes(np.zeros((1, 1, 1, 128), np.uint32), 17, 8)   # 17 rows need two 16-row tiles

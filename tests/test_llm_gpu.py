@@ -46,7 +46,7 @@ def _count_kernel_calls(monkeypatch) -> list:
     calls, real = [], gpu.bcq_matmul
 
     def spy(*args, **kwargs):
-        calls.append(args[0].shape)
+        calls.append((tuple(args[0].shape), kwargs.get("tiles") is not None))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(gpu, "bcq_matmul", spy)
@@ -75,6 +75,31 @@ def test_float16_cuda_model_serves_through_the_kernels(monkeypatch):
     assert len(calls) == len(bcq_layers(model))            # every BCQLinear, once
     assert torch.isfinite(gpu).all()
     assert (gpu - cpu).abs().max() <= 2e-2 * cpu.abs().max()
+
+
+def test_decode_batches_read_the_cached_tiles_and_give_the_contracts_bytes(monkeypatch):
+    """Batches 1 and 2 go to the 1-bit kernel through tiles made once; the same bytes as the int8 kernel."""
+    import gpu
+    from bcq_core.bcq import BCQ
+    from llm.bcq_linear import BCQLinear
+
+    rng = np.random.default_rng(0)
+    N, K, g = 200, 512, 128  # N not a multiple of the 16-row tile
+    signs = rng.choice(np.array([-1, 1], np.int8), size=(4, N, K))
+    alpha = {p: (np.abs(rng.standard_normal((p, N, K // g))) * 0.02).astype(np.float32) for p in (2, 3, 4)}
+    m = BCQLinear.from_bcq(BCQ(signs=signs, alpha=alpha, group_size=g)).cuda()
+    calls = _count_kernel_calls(monkeypatch)
+    with torch.no_grad():
+        for M in (1, 2, 3):
+            x = torch.randn(M, K, device="cuda").half()
+            for p in (2, 3, 4):
+                m.set_precision(p)
+                want = gpu.imma_gemm(x, m.planes[:p].view(torch.uint32), m.alpha(p), group_size=g)
+                assert torch.equal(m(x).view(torch.int16), want.view(torch.int16)), (M, p)
+    assert [with_tiles for _, with_tiles in calls] == [True] * 6 + [False] * 3
+    assert m.tiles() is m.tiles()                           # made once, kept
+    m.clear_cache()
+    assert torch.equal(m.tiles().view(torch.int32), gpu.tile_planes(m.planes.view(torch.uint32)).view(torch.int32))
 
 
 def test_float32_cuda_model_computes_in_float32_like_the_cpu(monkeypatch):
