@@ -189,8 +189,8 @@ class BCQLinear(nn.Module):
         """The planes in the 1-bit tensor-core kernel's tile layout (``gpu.tile_planes``), made on first use.
 
         A second copy of the planes in GPU memory (``nbytes`` counts only the row-major ones, which the
-        int8 and LUT kernels and dequantize read): the price of the 1-bit kernel's one fully used load
-        per lane, which serves batches 1 and 2.  Rebuilt after anything that calls ``clear_cache``.
+        int8 and LUT kernels and dequantize read): the price of the 1-bit kernel's loads of whole cache
+        lines, which serve batches 1 and 2.  Rebuilt after anything that calls ``clear_cache``.
         """
         key = (self.planes.data_ptr(), self.planes.device)
         if self._tile_cache is None or self._tile_cache[0] != key:
