@@ -82,8 +82,9 @@ def tile_planes(planes):
     range.  Works on NumPy and CuPy arrays.
     """
     xp = _array_module(planes)
-    if planes.dtype != np.uint32 or planes.ndim != 3:
-        raise ValueError(f"planes: must be uint32 [p, N, K/32], got {planes.dtype} {tuple(planes.shape)}")
+    if getattr(planes, "dtype", None) != np.uint32 or planes.ndim != 3:
+        raise ValueError(f"planes: must be uint32 [p, N, K/32], got {getattr(planes, 'dtype', None)} "
+                         f"{tuple(getattr(planes, 'shape', ()))}")
     p, N, KW = planes.shape
     _, NT, KS, _ = tile_shape(p, N, KW)
     padded = xp.zeros((p, NT * TILE_ROWS, KS * TILE_WORDS), dtype=xp.uint32)

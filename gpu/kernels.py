@@ -193,7 +193,7 @@ def _gemm_call(x, planes, alpha, beta, group_size, out, max_batch, name, planes_
                            None if beta is None else beta.shape, None if beta is None else beta.dtype, group_size)
     if planes_name == "tiles":
         want = tile_shape(*planes_shape)
-        if planes.dtype != np.uint32 or tuple(planes.shape) != want:
+        if tuple(planes.shape) != want:  # (check_gemv_args has checked the dtype)
             raise ValueError(f"tiles: must be the planes in the tile layout, uint32 {want} for p, N, K = "
                              f"{dims[3]}, {dims[1]}, {dims[2]} (gpu.tile_planes(planes[:p])); got {planes.dtype} "
                              f"{tuple(planes.shape)}")
@@ -246,10 +246,7 @@ def tile_planes(planes):
     out), on the current stream.  Do it once per weight: it is a full copy of the planes.
     """
     (a, tp) = _as_cupy(planes, "planes")
-    if a is None or a.dtype != np.uint32 or a.ndim != 3:
-        raise ValueError(f"planes: must be uint32 [p, N, K/32], got {getattr(a, 'dtype', None)} "
-                         f"{tuple(getattr(a, 'shape', ()))}")
-    with _torch_stream_scope(tp):
+    with _torch_stream_scope(tp):  # layout.tile_planes checks the dtype and shape
         tiles = layout.tile_planes(a)
     return _back(tiles, tp)
 
@@ -270,9 +267,9 @@ def bmma_gemv(x, tiles, alpha, beta=None, *, group_size: int, out=None, split: i
     if not bmma_supports(M, p, group_size):
         raise ValueError(f"bmma_gemv: takes a group size dividing 256, at most {BMMA_MAX_PLANES} planes and "
                          f"batch bucket x 256/g <= 8; got g={group_size}, p={p}, M={M} (use bcq_matmul)")
-    if p * N * G >= 2 ** 31 or tiles.size >= 2 ** 32:  # the kernel's offsets are 32-bit (fewer registers)
-        raise ValueError(f"alpha: bmma_gemv addresses scales and tiles with 32-bit offsets: p N G must stay "
-                         f"below 2^31 and the tiles below 2^32 words; got p N G = {p * N * G}, {tiles.size} words")
+    if p * N * G >= 2 ** 31 or tiles.size >= 2 ** 31:  # the kernel's offsets are 32-bit (fewer registers)
+        raise ValueError(f"alpha: bmma_gemv addresses scales and tiles with 32-bit offsets: p N G and the tiles' "
+                         f"words must stay below 2^31; got p N G = {p * N * G}, {tiles.size} words")
     S = BMMA_STEP // group_size
     with stream:
         KS = -(-K // BMMA_STEP)

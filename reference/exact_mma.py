@@ -84,9 +84,10 @@ def contract_split(N: int, K: int, group_size: int, split: int | None = None) ->
     if split is None:
         tiles = -(-N // SPLIT_ROWS)
         split = next((s for s in SPLIT_CHOICES if tiles * -(-G // (s // g)) >= SPLIT_WORK), SPLIT_CHOICES[-1])
-    n = -(-G // (split // g))
-    u = STEP_INPUTS // g if STEP_INPUTS % g == 0 else 1
-    return u * -(-(-(-G // n)) // u) * g
+    n = -(-G // (split // g))                                # splits
+    per = -(-G // n)                                         # groups per split, made equal
+    u = STEP_INPUTS // g if STEP_INPUTS % g == 0 else 1      # groups per 256-input step
+    return -(-per // u) * u * g
 
 
 def check_split(split) -> None:
