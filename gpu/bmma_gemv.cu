@@ -36,6 +36,7 @@
 #include <cuda_fp16.h>
 
 #include "fixed_point.cuh"
+#include "dependent_launch.cuh"
 #include "split_k.cuh"
 
 namespace bcq {
@@ -54,6 +55,7 @@ constexpr int kBmmaMaxP = 4;          // planes kept in registers (one code path
 // of two, no overflow: |x| 2^(21 - E) <= 2^21), so it equals the reference's ldexp.
 __global__ void encode_bits(const __half* __restrict__ x, u32* __restrict__ bfrag, int* __restrict__ E_out,
                             int* __restrict__ X_out, int M, int K, int group_size) {
+  let_dependents_launch();
   const int KW = K >> 5, KS = (KW + kStepWords - 1) / kStepWords, G = K / group_size;
   const int idx = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
   if (idx >= M * KS * kStepWords) return;  // whole warps leave together
@@ -182,7 +184,8 @@ __device__ __forceinline__ void bmma_gemv_body(
 #pragma unroll
   for (int it = 0; it < IT; ++it) it_alpha[it] = (u32)(it_live[it] ? n0 + it_rl[it] : 0) * G + it_slot[it];
 
-  auto load = [&](BmmaStep<S, Mp, P>& d, int s) {
+  // a step's operands in two parts: the weights' (plane words, scales), then encode_bits' outputs
+  auto load_weights = [&](BmmaStep<S, Mp, P>& d, int s) {
 #pragma unroll
     for (int i = 0; i < P; ++i) {  // the tile's two 256-byte halves: words 2t, then words 2t + 1
       uint2 v0 = make_uint2(0u, 0u), v1 = v0;
@@ -193,20 +196,28 @@ __device__ __forceinline__ void bmma_gemv_body(
       d.wa[i][0] = v0.x; d.wb[i][0] = v0.y; d.wa[i][1] = v1.x; d.wb[i][1] = v1.y;
     }
 #pragma unroll
-    for (int m = 0; m < Mp; ++m)
-#pragma unroll
-      for (int r = 0; r < 3; ++r)
-        d.bf[m][r] = m < M ? __ldg(pf + ((u32)(m * KS + s) * 96 + r)) : make_uint2(0u, 0u);
-#pragma unroll
     for (int it = 0; it < IT; ++it) {
-      const int grp = s * S + it_slot[it];
-      const bool live = it_live[it] && grp < G;
+      const bool live = it_live[it] && s * S + it_slot[it] < G;
       const u32 a0 = it_alpha[it] + (u32)s * S;
 #pragma unroll
       for (int i = 0; i < P; ++i)
         d.al[i][it] = (live && i < p) ? alpha[i * alpha_stride + a0] : __float2half_rn(0.0f);
-      d.X[it] = live ? X_in[it_m[it] * G + grp] : 0;
-      d.E[it] = live ? E_in[it_m[it] * G + grp] : 0;
+    }
+  };
+  // (plain cached loads, not the read-only path: the encoder may still be writing these when the
+  // kernel starts, which the read-only path's contract does not allow)
+  auto load_activations = [&](BmmaStep<S, Mp, P>& d, int s) {
+#pragma unroll
+    for (int m = 0; m < Mp; ++m)
+#pragma unroll
+      for (int r = 0; r < 3; ++r)
+        d.bf[m][r] = m < M ? __ldca(pf + ((u32)(m * KS + s) * 96 + r)) : make_uint2(0u, 0u);
+#pragma unroll
+    for (int it = 0; it < IT; ++it) {
+      const int grp = s * S + it_slot[it];
+      const bool live = it_live[it] && grp < G;
+      d.X[it] = live ? __ldca(X_in + it_m[it] * G + grp) : 0;
+      d.E[it] = live ? __ldca(E_in + it_m[it] * G + grp) : 0;
     }
   };
 
@@ -215,9 +226,14 @@ __device__ __forceinline__ void bmma_gemv_body(
   for (int q = 0; q < YP; ++q) ysum[q] = 0.0f;
   const int s_begin = split * split_steps, s_end = min(s_begin + split_steps, KS);
   BmmaStep<S, Mp, P> cur, nxt;  // loads run one step ahead
-  load(cur, s_begin);
+  load_weights(cur, s_begin);  // in flight while encode_bits may still run (dependent_launch.cuh)
+  wait_for_previous_kernel();
+  load_activations(cur, s_begin);
   for (int s = s_begin; s < s_end; ++s) {
-    if (s + 1 < s_end) load(nxt, s + 1);
+    if (s + 1 < s_end) {
+      load_weights(nxt, s + 1);
+      load_activations(nxt, s + 1);
+    }
     float a[IT];
 #pragma unroll
     for (int i = 0; i < P; ++i) {

@@ -123,9 +123,9 @@ __device__ __forceinline__ void imma_gemm_body(
   const int KW = K >> 5, G = K / group_size, wpg = group_size >> 5;
   const int groups_per_split = kExactSplitInputs / group_size;
   const int num_splits = (G + groups_per_split - 1) / groups_per_split;
-  const int split = blockIdx.x;
+  const int tile = blockIdx.x, split = blockIdx.y;  // grid (row tiles, splits): bmma_gemv.cu says why
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
-  const int row0 = blockIdx.y * kRows;
+  const int row0 = tile * kRows;
   const int ra = warp * kImmaRows + gid, rb = ra + 8;  // the thread's rows in the block
   const int row_a = row0 + ra, row_b = row0 + rb;
   const size_t plane_stride = (size_t)N * KW;
@@ -336,7 +336,7 @@ __device__ __forceinline__ void imma_gemm_body(
     store_split_output(y, workspace, num_splits, split, M, N, col, row, ysum[c]);
   }
   if (num_splits == 1) return;
-  finish_split_k(workspace, counters, y, M, N, num_splits, row0, kRows);
+  finish_split_k(workspace, counters, y, M, N, num_splits, row0, kRows, tile);
 }
 
 // P = p planes (1..4, checked by gpu/kernels.py before launch): a template parameter so that the

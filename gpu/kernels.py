@@ -17,7 +17,8 @@ Arguments (CuPy arrays, or torch CUDA tensors through DLPack; results come back 
     group_size  g, a multiple of 32 that divides K
 Every argument is checked before launch (reference.checks), with the same rules as reference/.
 Kernels run on the current CuPy stream (the current torch stream for torch tensors), never
-synchronise the host, use no float atomics, and can be captured in a CUDA graph.
+synchronise the host, use no float atomics, and can be captured in a CUDA graph.  On sm_90 the
+1-bit kernel starts while its activation encoder still runs (gpu/launch.py).
 
 Compiled instantiations (``cupy.RawModule(name_expressions=...)``): ``bcq::lut_gemv<Mp>`` for the
 batch buckets Mp = 1, 2, 4, 8, 16, 32, the tensor-core kernels' variants (``_module`` lists them) and
@@ -37,6 +38,8 @@ from reference.checks import MAX_LUT_BATCH, check_gemv_args
 from reference import exact_mma
 from reference.exact_mma import MAX_GROUP, MAX_MMA_BATCH
 from reference.lut_gemv import SPLIT_WORDS, batch_bucket
+
+from .launch import launch
 
 HERE = Path(__file__).parent
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
@@ -345,8 +348,10 @@ def _launch_exact(dev, stream, module, encoder, encode_blocks, n_frag, kernel, x
                   M, N, K, G, p, group_size, split):
     """The two launches of every exact tensor-core kernel, on the current stream: the encoder turns x
     into the kernel's activation fragments (n_frag words) and each group's E and X, then the GEMM
-    (grid: contract splits x 64-row tiles of 4 warps, bmma_gemv the transpose; p is passed unless
-    the kernel has it as a template parameter, p=None; split None = the contract's for the shape)."""
+    (grid: 64-row tiles of 4 warps x contract splits, so that the blocks resident on a SM mix
+    splits; p is passed unless the kernel has it as a template parameter, p=None; split None = the
+    contract's for the shape).  bmma_gemv may start while its encoder runs (gpu/launch.py); the
+    int8 and fp16 kernels measured slower or no faster that way (docs/kernels.md), so they wait."""
     split = exact_mma.contract_split(N, K, group_size, split)
     num_splits = _num_splits(G, group_size, split)
     row_tiles = -(-N // EXACT_ROWS_PER_BLOCK)
@@ -357,9 +362,9 @@ def _launch_exact(dev, stream, module, encoder, encode_blocks, n_frag, kernel, x
     mod.get_function(encoder)((encode_blocks,), (128,),
                               (x, frag, E, X, np.int32(M), np.int32(K), np.int32(group_size)))
     sizes = (M, N, K) + ((p,) if p is not None else ()) + (group_size,)
-    grid = (row_tiles, num_splits) if module == "bmma_gemv" else (num_splits, row_tiles)  # see bmma_gemv.cu
-    mod.get_function(kernel)(grid, (128,),
-                             (frag, E, X, planes, alpha, _null_or(beta), out, ws, ctr) + tuple(np.int32(v) for v in sizes))
+    launch(mod.get_function(kernel), (row_tiles, num_splits), (128,),
+           (frag, E, X, planes, alpha, _null_or(beta), out, ws, ctr) + tuple(np.int32(v) for v in sizes),
+           stream=stream, device_id=dev, after_previous=module == "bmma_gemv")
 
 
 _encoded_scratch: dict = {}

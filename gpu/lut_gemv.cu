@@ -270,7 +270,7 @@ lut_gemv(const __half* __restrict__ x,          // [M, K]
     store_split_output(y, workspace, num_splits, split, M, N, c, n, sm.acc[rr * Mp + c]);
   }
   if (num_splits == 1) return;
-  finish_split_k(workspace, counters, y, M, N, num_splits, row0, rows_per_block);
+  finish_split_k(workspace, counters, y, M, N, num_splits, row0, rows_per_block, blockIdx.y);
 }
 
 }  // namespace bcq

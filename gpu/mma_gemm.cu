@@ -97,9 +97,9 @@ mma_gemm(const u32* __restrict__ xfrag, const int* __restrict__ E_in, const int*
   const int KW = K >> 5, G = K / group_size, wpg = group_size >> 5;
   const int groups_per_split = kExactSplitInputs / group_size;
   const int num_splits = (G + groups_per_split - 1) / groups_per_split;
-  const int split = blockIdx.x;
+  const int tile = blockIdx.x, split = blockIdx.y;  // grid (row tiles, splits): bmma_gemv.cu says why
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
-  const int n0 = (blockIdx.y * kWarpsPerBlock + warp) * kRowsPerWarp;
+  const int n0 = (tile * kWarpsPerBlock + warp) * kRowsPerWarp;
   const int row_a = n0 + gid, row_b = n0 + gid + 8;  // the two rows of this thread's A and C
   const bool ok_a = row_a < N, ok_b = row_b < N;
   const size_t plane_stride = (size_t)N * KW, alpha_stride = (size_t)N * G;
@@ -206,7 +206,8 @@ mma_gemm(const u32* __restrict__ xfrag, const int* __restrict__ E_in, const int*
       store_split_output(y, workspace, num_splits, split, M, N, col, row, acc[t][e]);
     }
   if (num_splits == 1) return;
-  finish_split_k(workspace, counters, y, M, N, num_splits, blockIdx.y * kWarpsPerBlock * kRowsPerWarp, kWarpsPerBlock * kRowsPerWarp);
+  finish_split_k(workspace, counters, y, M, N, num_splits, tile * kWarpsPerBlock * kRowsPerWarp,
+                 kWarpsPerBlock * kRowsPerWarp, tile);
 }
 
 }  // namespace bcq

@@ -1,7 +1,7 @@
 // Split-K epilogue shared by the GEMV kernels (included by every kernel file but dequantize.cu).
 //
-// Every block of row tile `tile` (blockIdx.y unless the kernel says) has written its split's fp32 partials to
-// workspace[split, M, N].  The last block to finish (an integer atomic counter says which) sums
+// Every block of row tile `tile` (the kernel passes it: its grid says which index that is) has
+// written its split's fp32 partials to workspace[split, M, N].  The last block to finish (an integer atomic counter says which) sums
 // them in split order and writes fp16 y: the float sums happen in one block, in a fixed order,
 // so the result is deterministic, and the counter is reset for the next launch (graph replays too).
 #pragma once
@@ -26,9 +26,7 @@ __device__ __forceinline__ void store_split_output(__half* y, float* workspace, 
 }
 
 __device__ __forceinline__ void finish_split_k(const float* workspace, unsigned int* counters, __half* y,
-                                               int M, int N, int num_splits, int row0, int rows,
-                                               int tile = -1) {
-  if (tile < 0) tile = blockIdx.y;
+                                               int M, int N, int num_splits, int row0, int rows, int tile) {
   __shared__ bool is_last;
   __threadfence();
   __syncthreads();

@@ -230,6 +230,32 @@ def test_bmma_gemv_equals_mma_gemm_on_real_shapes(N, K, g):
                       cupy.asnumpy(gpu.mma_gemm(*dev, group_size=g)))
 
 
+def test_bmma_gemv_dependent_launch_gives_the_plain_launchs_bytes(monkeypatch):
+    """The overlapped launch (gpu/launch.py) only moves the kernel's start: eager, replayed from a CUDA
+    graph and launched in plain stream order, the bytes are the same, call after call."""
+    from gpu import launch
+    if int(cupy.cuda.Device().compute_capability) >= 90:
+        assert launch._can_overlap(cupy.cuda.Device().id)  # so this test runs the overlapped launch
+    x, planes, alpha, beta = random_problem(np.random.default_rng(11), 2, 700, 128 * 70, 3, 128, with_beta=True)
+    x, tiles, alpha, beta = tiled([cupy.asarray(a) for a in (x, planes, alpha, beta)])
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        monkeypatch.setattr(launch, "OVERLAP", False)
+        plain = cupy.asnumpy(gpu.bmma_gemv(x, tiles, alpha, beta, group_size=128))
+        monkeypatch.setattr(launch, "OVERLAP", True)
+        eager = [cupy.asnumpy(gpu.bmma_gemv(x, tiles, alpha, beta, group_size=128)) for _ in range(3)]
+        out = cupy.empty(plain.shape, dtype=cupy.float16)
+        stream.begin_capture()
+        for _ in range(4):  # each call's encoder waits for the previous call's kernel
+            gpu.bmma_gemv(x, tiles, alpha, beta, group_size=128, out=out)
+        graph = stream.end_capture()
+        out.fill(0)
+        graph.launch(stream)
+        stream.synchronize()
+    for y in eager + [cupy.asnumpy(out)]:
+        assert_same_bytes(y, plain)
+
+
 def test_bmma_gemv_refuses_what_it_does_not_take():
     x, planes, alpha, _ = random_problem(np.random.default_rng(0), 8, 64, 1024, 2, 128)
     x, planes, alpha = cupy.asarray(x), cupy.asarray(planes), cupy.asarray(alpha)

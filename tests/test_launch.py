@@ -1,0 +1,48 @@
+"""gpu/launch.py's host side, which needs no GPU: the kernel argument marshalling and the struct
+layouts the driver reads.  The overlapped launch itself is run by tests/test_gpu_kernels.py."""
+import ctypes
+
+import numpy as np
+import pytest
+
+from gpu import launch
+
+
+class _FakeDeviceArray:
+    class _Mem:
+        def __init__(self, ptr):
+            self.ptr = ptr
+
+    def __init__(self, ptr):
+        self.data = self._Mem(ptr)
+
+
+def test_kernel_params_marshal_pointers_and_ints():
+    values = launch.kernel_params((_FakeDeviceArray(0x1000), np.uint64(0), np.int32(-7), np.int32(2**31 - 1)))
+    assert [type(v) for v in values] == [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32]
+    assert values[0].value == 0x1000 and values[1].value is None  # c_void_p(0) reads back as None
+    assert values[2].value == -7 and values[3].value == 2**31 - 1
+
+
+@pytest.mark.parametrize("bad", [7, 1.5, np.int64(3), np.float32(1.0), None])
+def test_kernel_params_refuse_other_types(bad):
+    with pytest.raises(TypeError, match=r"args\[1\]: must be a device array"):
+        launch.kernel_params((np.int32(1), bad))
+
+
+def test_struct_layouts_match_cuda_h():
+    # CUlaunchAttribute: id (4) + pad (4) + a 64-byte union; CUlaunchConfig: 7 uints, then 8-byte aligned
+    # stream and attrs pointers and the attribute count (cuda.h, CUDA 12 and 13)
+    assert ctypes.sizeof(launch._LaunchAttribute) == 72
+    assert launch._LaunchAttribute.value.offset == 8
+    assert launch._LaunchConfig.hStream.offset == 32
+    assert launch._LaunchConfig.attrs.offset == 40
+    assert launch._LaunchConfig.numAttrs.offset == 48
+    assert ctypes.sizeof(launch._LaunchConfig) == 56
+
+
+def test_plain_launch_when_overlap_is_not_asked():
+    calls = []
+    launch.launch(lambda grid, block, args: calls.append((grid, block, args)), (3, 2), (128,), (np.int32(1),),
+                  stream=None, device_id=0, after_previous=False)
+    assert calls == [((3, 2), (128,), (np.int32(1),))]
