@@ -46,3 +46,10 @@ def test_plain_launch_when_overlap_is_not_asked():
     launch.launch(lambda grid, block, args: calls.append((grid, block, args)), (3, 2), (128,), (np.int32(1),),
                   stream=None, device_id=0, after_previous=False)
     assert calls == [((3, 2), (128,), (np.int32(1),))]
+
+
+@pytest.mark.parametrize("argv", [[], ["maybe", "1", "1", "1"], ["on", "1", "x", "1"], ["on", "1", "1"]])
+def test_launch_repeat_says_how_to_call_it(argv):
+    from benchmarks import launch_repeat
+    with pytest.raises(SystemExit, match="usage: python -m benchmarks.launch_repeat on|off"):
+        launch_repeat.main(argv)
