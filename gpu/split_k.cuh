@@ -1,9 +1,10 @@
 // Split-K epilogue shared by the GEMV kernels (included by every kernel file but dequantize.cu).
 //
 // Every block of row tile `tile` (the kernel passes it: its grid says which index that is) has
-// written its split's fp32 partials to workspace[split, M, N].  The last block to finish (an integer atomic counter says which) sums
-// them in split order and writes fp16 y: the float sums happen in one block, in a fixed order,
-// so the result is deterministic, and the counter is reset for the next launch (graph replays too).
+// written its split's fp32 partials to workspace[split, M, N].  The last block to finish (an
+// integer atomic counter says which) sums them in split order and writes fp16 y: the float sums
+// happen in one block, in a fixed order, so the result is deterministic, and the counter is reset
+// for the next launch (graph replays too).
 #pragma once
 #include <cuda_fp16.h>
 

@@ -45,12 +45,15 @@ MAX_MMA_BATCH = 16
 MAX_GROUP = 256
 
 
-def encode_activations(x: np.ndarray, group_size: int):
-    """float16 x [M, K] -> (fix int64 [M, K], hi, lo float16 [M, K], E int [M, G], X int64 [M, G])."""
+def encode_activations(x: np.ndarray, group_size: int, fix_bits: int = FIX_BITS):
+    """float16 x [M, K] -> (fix int64 [M, K], hi, lo float16 [M, K], E int [M, G], X int64 [M, G]).
+
+    fix_bits: F of step 1.  The kernels implement FIX_BITS only (and hi/lo assume it); other values
+    serve precision studies (benchmarks/contract_precision.py)."""
     M, K = x.shape
     xs = x.astype(np.float64).reshape(M, K // group_size, group_size)
     _, E = np.frexp(np.abs(xs).max(axis=-1))  # amax = f 2^E, f in [0.5, 1); E = 0 for amax = 0
-    fix = np.rint(np.ldexp(xs, (FIX_BITS - E)[..., None]))
+    fix = np.rint(np.ldexp(xs, (fix_bits - E)[..., None]))
     hi = np.rint(fix / DIGIT)
     lo = fix - hi * DIGIT
     X = fix.sum(axis=-1).astype(np.int64)
