@@ -2,14 +2,14 @@
 
 Every exact tensor-core GEMV is two kernels: an encoder (x -> activation fragments, E, X), then the
 GEMM that reads them.  Launched one after the other, the GEMM's launch, block set-up and first
-weight loads wait for the encoder's last block.  gpu/kernels.py overlaps them for the 1-bit kernel
-(bmma_gemv: 1.01-1.10x on the H200) and not for the int8 and fp16 ones, which measured slower
-(0.66-1.03x) or the same with it (docs/kernels.md).  On sm_90 and later a *programmatic dependent
+weight loads wait for the encoder's last block.  On sm_90 and later a *programmatic dependent
 launch* (CUDA's ``CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION``) lets the GEMM's blocks
 start as soon as every encoder block has signalled (``griddepcontrol.launch_dependents``, first
 thing in the encoder); the GEMM then waits (``griddepcontrol.wait``, in
 ``dependent_launch.cuh``) for the encoder to finish and its writes to be visible before it reads
-one encoded word.  Only the wait moves earlier work; the bytes cannot change.
+one encoded word.  Only the wait moves earlier work; the bytes cannot change.  gpu/kernels.py
+launches the 1-bit kernel this way (bmma_gemv: 0.97-1.10x, median 1.04x, on the H200) and not the
+int8 and fp16 ones, which measured slower (0.66-1.03x) or the same with it (docs/kernels.md).
 
 CuPy launches through ``cuLaunchKernel``, which takes no launch attributes, so the overlapped launch
 calls the driver's ``cuLaunchKernelEx`` through ctypes.  It is captured into CUDA graphs like any
