@@ -43,7 +43,7 @@ def contract_activations(x, group_size: int, fix_bits: int):
 
     The reference's step 1 (reference.exact_mma.encode_activations) in torch, because it runs in a
     forward hook of every layer: through NumPy it took 48 ms a call on a 512 x 1536 input against
-    13 ms here, 5 x the study's time.  tests/test_contract_precision.py holds the two equal."""
+    13 ms here, several times the study's time.  tests/test_contract_precision.py holds the two equal."""
     import torch
 
     *lead, K = x.shape
