@@ -1,16 +1,18 @@
-"""What the exact contract's fixed-point activations cost in model quality, at F = 21 bits and fewer.
+"""What the exact contract's fixed-point activations cost in model quality, at F = 21 bits down to 10.
 
     python -m benchmarks.contract_precision --out benchmarks/results       (about 10 min on 2 CPU threads)
 
-Every exact tensor-core kernel rounds each fp16 activation to F = 21 fixed-point bits below its
+Every exact tensor-core kernel rounds each fp16 activation to F = 15 fixed-point bits below its
 group's largest magnitude (``reference/exact_mma.py``, step 1):
 
     E = exponent of max |x| over the group,   fix = rint(x 2^(F - E)),   x is used as fix 2^(E - F)
 
-The 1-bit kernel (``gpu/bmma_gemv.cu``) then spends one m16n8k256 mma per 8 of the F + 2
-two's-complement bit-planes of ``fix`` and one integer multiply-add per bit-plane and result, so a
-smaller F is a faster kernel: F = 14 needs 16 bit-planes, 2 mma per group and step instead of 3.
-This measures what F costs.  SmolLM2-135M with every quantized linear layer's input rounded as the
+The 1-bit kernel (``gpu/bmma_gemv.cu``) then spends one m16n8k256 mma per 8 of the F + 1
+two's-complement bit-planes of ``fix`` and one integer multiply-add per bit-plane and result, and
+the int8 kernel one mma per byte, so a smaller F is a faster kernel: F = 15 is an int16, 16
+bit-planes (2 mma per group and step) and 2 bytes, where the former F = 21 took 3 and 3.
+This measures what F costs, and how far the model's layer inputs are from their group's maximum
+(``group_stats``: the inputs below 2^(E - 5), which F = 15 no longer holds exactly).  SmolLM2-135M with every quantized linear layer's input rounded as the
 contract rounds it (``contract_activations``), against the full-precision model: perplexity and
 KL(P_fp || Q) on the demo's evaluation windows, at each F, for the full-precision weights (the
 rounding alone) and for the demo's calibrated AnyBCQ 2/3/4-bit model (``--checkpoint``, written by
@@ -31,15 +33,16 @@ from pathlib import Path
 import numpy as np
 
 from bcq_core.fileio import atomic_write_text
+from reference.exact_mma import FIX_BITS
 
-FIX_BITS_TRIED = (21, 18, 16, 14, 12, 10)
+FIX_BITS_TRIED = (21, 18, 16, 15, 14, 12, 10)
 BITS = (2, 3, 4)
 
 
 def contract_activations(x, group_size: int, fix_bits: int):
     """x (torch, [..., K]) as the exact contract uses it: rounded to float16, then to fix_bits
     fixed-point bits per group of group_size along the last axis (E from the group's largest
-    magnitude; rint = round half to even); returned in x's dtype (exact: |fix| <= 2^fix_bits).
+    magnitude; rint = round half to even); returned in x's dtype (exact: |fix| < 2^fix_bits).
 
     The reference's step 1 (reference.exact_mma.encode_activations) in torch, because it runs in a
     forward hook of every layer: through NumPy it took 48 ms a call on a 512 x 1536 input against
@@ -53,6 +56,38 @@ def contract_activations(x, group_size: int, fix_bits: int):
     _, E = torch.frexp(xs.abs().amax(dim=-1, keepdim=True))  # E = 0 for an all-zero group
     scale = torch.pow(2.0, (fix_bits - E).to(torch.float64))  # a power of two: exact
     return (torch.round(xs * scale) / scale).reshape(x.shape).to(x.dtype)
+
+
+class GroupStats:
+    """Forward pre-hook statistics of layer inputs per group of g: how large the group maximum is
+    against the group's median magnitude (outliers), and the share of inputs below 2^(E - 5)
+    (E the exponent of the group maximum), the ones 15 fixed-point bits hold to a step of 2^(E - 15)
+    rather than exactly."""
+
+    def __init__(self, group_size: int):
+        self.group_size, self.inputs, self.below, self.ratios = group_size, 0, 0, []
+
+    def __call__(self, module, args):
+        import torch
+
+        x = args[0].detach().to(torch.float16).to(torch.float64)
+        xs = x.reshape(-1, self.group_size).abs()
+        amax = xs.amax(dim=-1)
+        _, E = torch.frexp(amax)
+        live = amax > 0
+        self.inputs += xs.numel()
+        self.below += int(((xs < torch.ldexp(torch.ones_like(amax), E - 5)[:, None]) & live[:, None]).sum())
+        med = xs.median(dim=-1).values
+        self.ratios.append((amax[live & (med > 0)] / med[live & (med > 0)]).float())
+
+    def summary(self) -> dict:
+        import torch
+
+        r = torch.cat(self.ratios) if self.ratios else torch.zeros(1)
+        return {"inputs": self.inputs, "share_below_2^(E-5)": self.below / max(self.inputs, 1),
+                "amax_over_median_p50": float(r.median()), "amax_over_median_p99.9": float(r.quantile(0.999))
+                if r.numel() <= 16_000_000 else float(r.sort().values[int(0.999 * (r.numel() - 1))]),
+                "amax_over_median_max": float(r.max())}
 
 
 def _hooked(model, names, group_size: int, fix_bits: int | None):
@@ -89,11 +124,14 @@ def run(out_dir: Path, fix_bits=FIX_BITS_TRIED, checkpoint: Path | None = None, 
                                                                          progress=progress))
         quantizer = "AnyBCQ progressive, no calibration"
     print(f"BCQ model: {quantizer}")
-    rows = []
+    rows, stats = [], GroupStats(group_size)
     for F in (None,) + tuple(fix_bits):
         for weights in ("fp16",) + BITS:
             model = fp if weights == "fp16" else bcq
             handles = _hooked(model, names, group_size, F)
+            if F is None and weights == "fp16":  # the full model's own layer inputs
+                modules = dict(model.named_modules())
+                handles += [modules[n].register_forward_pre_hook(stats) for n in names]
             try:
                 if weights == "fp16":
                     s = evaluate.score(model, ref, progress=progress, desc=f"F={F} fp")
@@ -106,6 +144,7 @@ def run(out_dir: Path, fix_bits=FIX_BITS_TRIED, checkpoint: Path | None = None, 
             rows.append({"fix_bits": F, "weights": weights, "ppl": s.ppl, "kl": s.kl})
             print(f"F={F} weights={weights}: ppl {s.ppl:.3f}, KL {s.kl:.3e}")
     meta = {"model": models.SMOLLM2_ID, "fp_ppl": ref.ppl, "windows": windows, "window_len": window_len,
+            "group_stats": stats.summary(),
             "group_size": group_size, "iters": iters, "quantizer": quantizer,
             "threads": threads, "seconds": round(time.perf_counter() - t0, 1), "date": time.strftime("%Y-%m-%d"),
             "command": command}
@@ -122,7 +161,7 @@ def markdown(meta, rows) -> str:
     lines = [f"# What the exact contract's fixed-point activations cost (SmolLM2-135M, g = {meta['group_size']})", "",
              f"Command: `{meta['command']}` ({meta['date']}, {meta['seconds']} s on {meta['threads']} CPU threads). "
              f"Every quantized linear layer's input rounded to F fixed-point bits per group below the group's "
-             f"largest magnitude, as reference/exact_mma.py step 1 does with F = 21; {meta['windows']} windows of "
+             f"largest magnitude, as reference/exact_mma.py step 1 does with F = {FIX_BITS}; {meta['windows']} windows of "
              f"{meta['window_len']} tokens; full-precision perplexity {meta['fp_ppl']:.3f}. Weights: "
              f"{meta['quantizer']}. Each cell: perplexity, then KL(P_fp || Q) in nats per token.", "",
              "| F (fixed-point bits) | " + " | ".join(label[w] for w in weights) + " |",
@@ -133,6 +172,14 @@ def markdown(meta, rows) -> str:
             r = next(r for r in rows if r["fix_bits"] == F and r["weights"] == w)
             cells.append(f"{r['ppl']:.3f} / {r['kl']:.2e}")
         lines.append(f"| {'none (float32)' if F is None else F} | " + " | ".join(cells) + " |")
+    st = meta.get("group_stats")
+    if st:
+        lines += ["", f"The full model's layer inputs, per group of {meta['group_size']} "
+                  f"({st['inputs']:,} inputs): the group maximum is {st['amax_over_median_p50']:.1f}x the group's "
+                  f"median magnitude in the median group, {st['amax_over_median_p99.9']:.0f}x at the 99.9th "
+                  f"percentile and {st['amax_over_median_max']:.0f}x at most; "
+                  f"{100 * st['share_below_2^(E-5)']:.1f} % of the inputs lie below 2^(E - 5), where "
+                  f"F = {FIX_BITS} rounds them to a step of 2^(E - {FIX_BITS}) instead of holding them exactly."]
     return "\n".join(lines) + "\n"
 
 
@@ -150,7 +197,7 @@ def plot(rows, path: Path) -> None:
         if base > 0:
             ax.axhline(base, color=line.get_color(), linestyle=":", linewidth=1)
     ax.set_yscale("log")
-    ax.set_xlabel("F: fixed-point bits of the activations (the contract: 21)")
+    ax.set_xlabel(f"F: fixed-point bits of the activations (the contract: {FIX_BITS})")
     ax.set_ylabel("KL to the full-precision model (nats / token)")
     ax.set_title("Activations in F-bit fixed point (dotted: float32)")
     ax.legend(fontsize=8)

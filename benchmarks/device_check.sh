@@ -8,7 +8,7 @@ export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 for step in "$@"; do
   case $step in
-    tests) python3 -m pytest -q -rs tests/test_gpu_kernels.py tests/test_reference.py tests/test_llm_gpu.py tests/test_bench_report.py 2>&1 | tee "$OUT/gpu_tests.log" ;;
+    tests) python3 -m pytest -q -rs tests/test_gpu_kernels.py tests/test_launch.py tests/test_reference.py tests/test_llm_gpu.py tests/test_bench_report.py 2>&1 | tee "$OUT/gpu_tests.log" ;;
     sanitize)
       for tool in memcheck racecheck; do
         BCQ_GPU_EXAMPLES=6 compute-sanitizer --tool $tool --error-exitcode 9 python3 -m pytest -q -x \

@@ -14,6 +14,15 @@ import sys
 import numpy as np
 
 
+def problem(rng, M=2, N=700, K=128 * 70, p=3, g=128):
+    """x float16 [M, K], planes uint32 [p, N, K/32], alpha float16 [p, N, K/g], beta float16 [N, K/g]."""
+    x = rng.standard_normal((M, K)).astype(np.float16)
+    planes = rng.integers(0, 2 ** 32, size=(p, N, K // 32), dtype=np.uint64).astype(np.uint32)
+    alpha = (np.abs(rng.standard_normal((p, N, K // g))) * 0.02 * 0.5 ** np.arange(p)[:, None, None]).astype(np.float16)
+    beta = (rng.standard_normal((N, K // g)) * 0.01).astype(np.float16)
+    return x, planes, alpha, beta
+
+
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 4 or args[0] not in ("on", "off") or not all(a.isdigit() for a in args[1:]):
@@ -24,8 +33,7 @@ def main(argv=None) -> int:
 
     import gpu
     from gpu import launch
-    from tests.bcq_testing import random_problem  # the GPU tests' random problem, same seed
-    x, planes, alpha, beta = random_problem(np.random.default_rng(11), 2, 700, 128 * 70, 3, 128, with_beta=True)
+    x, planes, alpha, beta = problem(np.random.default_rng(11))
     x, alpha, beta = cupy.asarray(x), cupy.asarray(alpha), cupy.asarray(beta)
     tiles = gpu.tile_planes(cupy.asarray(planes))
     stream = cupy.cuda.Stream(non_blocking=True)

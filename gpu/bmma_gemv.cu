@@ -2,10 +2,10 @@
 //
 // Bit-exact with reference/exact_mma.py: the same contract, hence the same bytes, as mma_gemm.cu.
 // That contract makes every sum over a group an exact integer, S_i = sum_k beta_ik fix_k with
-// beta_ik in {0, 1} the stored plane bits and fix_k the 21-bit fixed-point activations.  Here the
-// integer is formed by the 1-bit tensor cores straight from the packed plane words:
+// beta_ik in {0, 1} the stored plane bits and fix_k the 15-bit fixed-point activations (int16).
+// Here the integer is formed by the 1-bit tensor cores straight from the packed plane words:
 //
-//   fix_k = sum_j w_j xbit_j(k)            23 two's-complement bit-planes, w_j = 2^j (j < 22), w_22 = -2^22
+//   fix_k = sum_j w_j xbit_j(k)            16 two's-complement bit-planes, w_j = 2^j (j < 15), w_15 = -2^15
 //   S_i   = sum_j w_j popc(plane word AND xbit_j word)      mma.m16n8k256 .b1 .and.popc, exact in int32
 //
 // so a plane word is never expanded into numbers (mma_gemm.cu spends one rotate + AND per two
@@ -21,16 +21,17 @@
 // bytes (2 full cache lines).  The row-major layout took 8-byte loads from 8 lines, 32 bytes each.
 // The 8 columns are 8 activation bit-planes of one (batch row m, slot), a slot being one group of
 // the step (S = 256 / g groups per step): a column only sees the inputs of its slot, because B is
-// zero elsewhere.  So a step costs 3 mma per (m, slot) and plane, and each of the 4 results of an
-// mma is weighted by its bit-plane's w_j and added into the (m, slot) sum.
+// zero elsewhere.  So a step costs 2 mma per (m, slot) and plane (the contract's int16 is exactly
+// 2 x 8 columns; at 21 bits it took 3), and each of the 4 results of an mma is weighted by its
+// bit-plane's w_j and added into the (m, slot) sum.
 //
 // Loop nest of one warp (16 rows, one split of the contract = kExactSplitInputs / 256 steps):
 //   for step s in split:                                   (the next step's loads already in flight)
 //     for plane i < p:
-//       acc[m, slot][row] = sum over 3 mma of w_j * D      (integer, exact)
+//       acc[m, slot][row] = sum over 2 mma of w_j * D      (integer, exact)
 //       S_i = sum of acc over the 4 threads of a quad      (reduce-scatter: each thread keeps its items)
 //       a   = a + alpha_i * float(2 S_i - X)               (contract step 3, plane order)
-//     c = (a [+ beta float(X)]) * 2^(E - 21);  y_split[m, row] += c in group order
+//     c = (a [+ beta float(X)]) * 2^(E - 15);  y_split[m, row] += c in group order
 //   last block of a row tile: y = sum of split partials, in split order; fp16
 
 #include <cuda_fp16.h>
@@ -42,17 +43,17 @@
 namespace bcq {
 
 using u32 = unsigned int;
-constexpr int kXPlanes = 24;          // 23 bit-planes of fix (|fix| <= 2^21) and one zero plane: 3 x 8 columns
+constexpr int kXPlanes = 16;          // bit-planes of fix (|fix| < 2^15)
+constexpr int kXMma = kXPlanes / 8;   // mma per (m, slot) and plane: 8 bit-planes (columns) each
 constexpr int kStepWords = 8;         // one m16n8k256 mma covers 8 plane words
 constexpr int kBmmaWarps = 4;
 constexpr int kBmmaRows = 16;         // rows per warp (the mma's M)
 constexpr int kBmmaMaxP = 4;          // planes kept in registers (one code path each); more: mma_gemm
 
-// x [M, K] -> bfrag u32 [M, KS, 32 lanes, 3, 2], E int [M, G], X int [M, G];  KS = ceil(K / 256).
+// x [M, K] -> bfrag u32 [M, KS, 32 lanes, 2, 2], E int [M, G], X int [M, G];  KS = ceil(K / 256).
 // Element (lane = 4 gid + t, r, e) of step s is bit-plane 8r + gid of fix over word 8s + 2t + e.
 // One warp per (m, word): lane k owns input 32 w + k; a ballot per bit-plane makes its word.  The
-// warp of a group's first word also writes the group's E and X.  x 2^(21 - E) is exact (a power
-// of two, no overflow: |x| 2^(21 - E) <= 2^21), so it equals the reference's ldexp.
+// warp of a group's first word also writes the group's E and X (fixed_point.cuh).
 __global__ void encode_bits(const __half* __restrict__ x, u32* __restrict__ bfrag, int* __restrict__ E_out,
                             int* __restrict__ X_out, int M, int K, int group_size) {
   let_dependents_launch();
@@ -61,17 +62,17 @@ __global__ void encode_bits(const __half* __restrict__ x, u32* __restrict__ bfra
   if (idx >= M * KS * kStepWords) return;  // whole warps leave together
   const int m = idx / (KS * kStepWords), w = idx % (KS * kStepWords);
   const int s = w / kStepWords, t = (w % kStepWords) >> 1, e = w & 1;
-  u32 word = 0u;  // lane j < 24: bit-plane j of this word
+  u32 word = 0u;  // lane j < 16: bit-plane j of this word
   if (w < KW) {
     const int f = warp_fix(x + (size_t)m * K, w, group_size, E_out + m * G, X_out + m * G, lane);
 #pragma unroll
-    for (int j = 0; j < kXPlanes - 1; ++j) {
+    for (int j = 0; j < kXPlanes; ++j) {
       const u32 b = __ballot_sync(0xffffffffu, ((u32)f >> j) & 1u);
       if (lane == j) word = b;
     }
   }
   if (lane < kXPlanes)
-    bfrag[((size_t)m * KS + s) * 32 * 6 + ((lane & 7) * 4 + t) * 6 + (lane >> 3) * 2 + e] = word;
+    bfrag[((size_t)m * KS + s) * 32 * 2 * kXMma + ((lane & 7) * 4 + t) * 2 * kXMma + (lane >> 3) * 2 + e] = word;
 }
 
 __device__ __forceinline__ void bmma_16816_b1(int (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
@@ -118,7 +119,7 @@ struct BmmaStep {
   static constexpr int MS = S * Mp;
   static constexpr int IT = MS >= 2 ? MS / 2 : 1;
   u32 wa[P][2], wb[P][2];
-  uint2 bf[Mp][3];
+  uint2 bf[Mp][kXMma];
   __half al[P][IT];
   int X[IT], E[IT];
 };
@@ -152,13 +153,13 @@ __device__ __forceinline__ void bmma_gemv_body(
   // 32-bit offsets (gpu/kernels.py refuses tile and scale sets of 2^31 elements or more): fewer registers
   const u32 plane_stride = (u32)NT * KS * 64, alpha_stride = (u32)N * G;  // uint2 per plane; scales per plane
 
-  int wgt[3][2];  // w_j of this thread's columns 2t, 2t + 1 in each of a (m, slot)'s three mma
+  int wgt[kXMma][2];  // w_j of this thread's columns 2t, 2t + 1 in each of a (m, slot)'s mma
 #pragma unroll
-  for (int r = 0; r < 3; ++r)
+  for (int r = 0; r < kXMma; ++r)
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
       const int j = 8 * r + 2 * t + e;
-      wgt[r][e] = j < 22 ? (1 << j) : (j == 22 ? -(1 << 22) : 0);
+      wgt[r][e] = j < kXPlanes - 1 ? (1 << j) : -(1 << j);  // the top plane is the sign: two's complement
     }
   const int slot_e0 = S == 1 ? 0 : (2 * t) / wpg, slot_e1 = S == 1 ? 0 : (2 * t + 1) / wpg;
 
@@ -179,7 +180,7 @@ __device__ __forceinline__ void bmma_gemv_body(
   // reads the last tile (a valid address); its outputs are never stored.
   const uint2* pt = reinterpret_cast<const uint2*>(tiles) + (size_t)min(n0 / kBmmaRows, NT - 1) * KS * 64
                     + lane;
-  const uint2* pf = reinterpret_cast<const uint2*>(bfrag) + (size_t)lane * 3;
+  const uint2* pf = reinterpret_cast<const uint2*>(bfrag) + (size_t)lane * kXMma;
   u32 it_alpha[IT];  // row * G + slot of each item
 #pragma unroll
   for (int it = 0; it < IT; ++it) it_alpha[it] = (u32)(it_live[it] ? n0 + it_rl[it] : 0) * G + it_slot[it];
@@ -210,8 +211,8 @@ __device__ __forceinline__ void bmma_gemv_body(
 #pragma unroll
     for (int m = 0; m < Mp; ++m)
 #pragma unroll
-      for (int r = 0; r < 3; ++r)
-        d.bf[m][r] = m < M ? __ldca(pf + ((u32)(m * KS + s) * 96 + r)) : make_uint2(0u, 0u);
+      for (int r = 0; r < kXMma; ++r)
+        d.bf[m][r] = m < M ? __ldca(pf + ((u32)(m * KS + s) * 32 * kXMma + r)) : make_uint2(0u, 0u);
 #pragma unroll
     for (int it = 0; it < IT; ++it) {
       const int grp = s * S + it_slot[it];
@@ -246,7 +247,7 @@ __device__ __forceinline__ void bmma_gemv_body(
           int (&ac)[2] = acc[m * S + sl];
           ac[0] = ac[1] = 0;
 #pragma unroll
-          for (int r = 0; r < 3; ++r) {
+          for (int r = 0; r < kXMma; ++r) {
             const u32 b0 = slot_e0 == sl ? cur.bf[m][r].x : 0u, b1 = slot_e1 == sl ? cur.bf[m][r].y : 0u;
             int d[4];
             bmma_16816_b1(d, cur.wa[i][0], cur.wb[i][0], cur.wa[i][1], cur.wb[i][1], b0, b1);
@@ -273,7 +274,7 @@ __device__ __forceinline__ void bmma_gemv_body(
         const float be = __half2float(beta[it_alpha[it] + (size_t)s * S]);
         v = __fadd_rn(v, __fmul_rn(be, __int2float_rn(cur.X[it])));
       }
-      // v 2^(E - 21) by one multiply: the power of two is a normal float (E - 21 in [-44, -5]),
+      // v 2^(E - 15) by one multiply: the power of two is a normal float (E - 15 in [-38, 1]),
       // so this is ldexp's single rounding, subnormal results included.
       cbuf[warp][it_rl[it]][it_m[it]][it_slot[it]] = __fmul_rn(v, __int_as_float((127 + cur.E[it] - kFixBits) << 23));
     }

@@ -2,12 +2,12 @@
 //
 // Bit-exact with reference/exact_mma.py: the contract of mma_gemm.cu and bmma_gemv.cu, hence the
 // same bytes.  The contract makes every group sum an exact integer, S_i = sum_k beta_ik fix_k with
-// beta_ik in {0, 1} the stored bits and |fix_k| < 2^21.  Here int8 tensor cores form it:
+// beta_ik in {0, 1} the stored bits and fix_k an int16 (|fix_k| < 2^15).  Here int8 tensor cores form it:
 //
-//   fix = 2^14 h + 2^7 m + l,   l, m in [0, 127],  h in [-128, 127]      (encode_digits, per input)
-//   S_i = 2^14 (beta_i . h) + 2^7 (beta_i . m) + (beta_i . l)            three mma.m16n8k32.s8 per word
+//   fix = 2^8 h + l,   l in [0, 255] (u8),  h in [-128, 127] (s8)      (encode_digits: fix's two bytes)
+//   S_i = 2^8 (beta_i . h) + (beta_i . l)                              two mma.m16n8k32 per word (s8 x u8, s8 x s8)
 //
-// Each dot product is exact in int32 (|beta . h| <= 256 * 128), and so is S_i (|S_i| < 2^29).  A plane
+// Each dot product is exact in int32 (|beta . l| <= 256 * 255), and so is S_i (|S_i| < 2^23).  A plane
 // word becomes the mma's A fragment with one shift and one AND per register: the bits a thread owns
 // in the fragment are chosen to be 4 bits of the word 8 apart, exactly the bytes of (word >> s) & 0x01010101.
 // The 8 batch rows are the mma's 8 columns, so the cost does not grow with the batch.
@@ -18,17 +18,17 @@
 // so fragment position k of A and of B is the same input, whatever order the tensor core adds in.
 //
 // Data movement.  A block is 4 warps of 16 rows; all of them walk the same split in steps of 4 words
-// (128 inputs).  A step's plane words (16 bytes per row and plane) and its B fragments (768 bytes
+// (128 inputs).  A step's plane words (16 bytes per row and plane) and its B fragments (512 bytes
 // per word, the same for every row) go global -> shared memory by cp.async, STAGES - 1 steps ahead
 // of the step being multiplied: the loads in flight no longer depend on how many warps fit or on
 // registers, and the block fetches the activations once instead of once per warp.
 //
 // Loop nest of one warp (16 rows, one split of the contract's groups):
 //   for step in split:                    (steps s+1 .. s+STAGES-1 in flight to shared memory)
-//     for word in step, plane i < P:  acc[i][digit] += A(word) * B(word, digit)     (3 mma)
-//       at the last word of a group:  S_i = 2^14 acc_h + 2^7 acc_m + acc_l          (exact)
+//     for word in step, plane i < P:  acc[i][digit] += A(word) * B(word, digit)     (2 mma)
+//       at the last word of a group:  S_i = 2^8 acc_h + acc_l                       (exact)
 //                                     a = a + alpha_i * float(2 S_i - X)            (plane order)
-//                                     y_split += (a [+ beta float(X)]) * 2^(E - 21) (group order)
+//                                     y_split += (a [+ beta float(X)]) * 2^(E - 15) (group order)
 //   last block of a row tile: y = sum of split partials, in split order; fp16
 
 #include <cuda_fp16.h>
@@ -42,15 +42,15 @@ using u32 = unsigned int;
 constexpr int kImmaWarps = 4;
 constexpr int kImmaRows = 16;         // rows per warp (the mma's M)
 constexpr int kStepWordsI8 = 4;       // words per pipeline step
-constexpr int kWordFrag = 3 * 32;     // B fragments of one word: [3 digits][32 lanes] of uint2 (regs 0, 1)
+constexpr int kDigits = 2;            // bytes of fix: l (u8), h (s8)
+constexpr int kWordFrag = kDigits * 32;  // B fragments of one word: [2 digits][32 lanes] of uint2 (regs 0, 1)
 constexpr u32 kByteOnes = 0x01010101u;
 constexpr int kImmaSmemBytes = 46 * 1024;  // the ring stays under the 48 KB of static shared memory
 
-// x [M, K] (M <= 8) -> digits uint2 [K/32 words, 3 digits, 32 lanes], E int [M, G], X int [M, G].
-// Lane (4 n + tig)'s uint2 of digit d: .x byte j = digit d of fix[n, 32 word + tig + 8 j],
-// .y byte j = of input tig + 4 + 8 j; zero for n >= M.  One warp per (n < 8, word): lane k owns input
-// 32 word + k, and gathers the bytes of its register by four shuffles.  x 2^(21 - E) is exact (a power
-// of two, no overflow), so it equals the reference's ldexp.
+// x [M, K] (M <= 8) -> digits uint2 [K/32 words, 2 digits, 32 lanes], E int [M, G], X int [M, G].
+// Lane (4 n + tig)'s uint2 of digit d: .x byte j = byte d of fix[n, 32 word + tig + 8 j] (two's
+// complement int16), .y byte j = of input tig + 4 + 8 j; zero for n >= M.  One warp per (n < 8, word):
+// lane k owns input 32 word + k (fixed_point.cuh), and gathers the bytes of its register by four shuffles.
 __global__ void encode_digits(const __half* __restrict__ x, u32* __restrict__ digits, int* __restrict__ E_out,
                               int* __restrict__ X_out, int M, int K, int group_size) {
   const int KW = K >> 5, G = K / group_size;
@@ -59,23 +59,28 @@ __global__ void encode_digits(const __half* __restrict__ x, u32* __restrict__ di
   const int n = idx / KW, w = idx % KW;
   int f = 0;
   if (n < M) f = warp_fix(x + (size_t)n * K, w, group_size, E_out + n * G, X_out + n * G, lane);
-  // lane < 24 builds register (tig = lane % 4, r = lane / 4 = 2 d + half)
-  const int tig = lane & 3, r = (lane >> 2) % 6, d = r >> 1, half = r & 1;
+  // lane < 16 builds register (tig = lane % 4, r = lane / 4 = 2 d + half)
+  const int tig = lane & 3, r = (lane >> 2) & 3, d = r >> 1, half = r & 1;
   u32 reg = 0u;
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     const int v = __shfl_sync(0xffffffffu, f, tig + 4 * half + 8 * j);
-    const u32 byte = d == 0 ? (v & 127) : d == 1 ? ((v >> 7) & 127) : ((v >> 14) & 255);  // h: two's complement
-    reg |= byte << (8 * j);
+    reg |= (((u32)v >> (8 * d)) & 255u) << (8 * j);  // byte d of the int16: l unsigned, h two's complement
   }
-  if (lane < 24) digits[(((size_t)w * 3 + d) * 32 + n * 4 + tig) * 2 + half] = reg;
+  if (lane < 16) digits[(((size_t)w * kDigits + d) * 32 + n * 4 + tig) * 2 + half] = reg;
 }
 
+// c += A B over 32 k; A: the plane bits as s8 0 / 1; B: digit D of fix, u8 (D = 0: the low byte) or s8 (D = 1)
+template <int D>
 __device__ __forceinline__ void imma_16832(int (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
-  asm(
-      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  if constexpr (D == 0)
+    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.u8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  else
+    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 // cp.async global -> shared; src_bytes = 0 fills zeros without reading (rows past N, words past K).
@@ -213,11 +218,11 @@ __device__ __forceinline__ void imma_gemm_body(
     o.E[1] = __ldg(E_in + x1_off + grp);
   };
 
-  int acc[P][3][4];
+  int acc[P][kDigits][4];
 #pragma unroll
   for (int i = 0; i < P; ++i)
 #pragma unroll
-    for (int d = 0; d < 3; ++d)
+    for (int d = 0; d < kDigits; ++d)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][d][e] = 0;
   float ysum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -268,15 +273,15 @@ __device__ __forceinline__ void imma_gemm_body(
 #pragma unroll
     for (int e = 0; e < kStepWordsI8; ++e) {
       if (kw0 + e >= kw_end) break;
-      uint2 b[3];
+      uint2 b[kDigits];
 #pragma unroll
-      for (int d = 0; d < 3; ++d) b[d] = sl.frag[e][d * 32 + lane];
+      for (int d = 0; d < kDigits; ++d) b[d] = sl.frag[e][d * 32 + lane];
 #pragma unroll
       for (int i = 0; i < P; ++i) {
         const u32 ta = word_of(wa[i], e) >> tig, tb = word_of(wb[i], e) >> tig;
         const u32 a0 = ta & kByteOnes, a1 = tb & kByteOnes, a2 = (ta >> 4) & kByteOnes, a3 = (tb >> 4) & kByteOnes;
-#pragma unroll
-        for (int d = 0; d < 3; ++d) imma_16832(acc[i][d], a0, a1, a2, a3, b[d].x, b[d].y);
+        imma_16832<0>(acc[i][0], a0, a1, a2, a3, b[0].x, b[0].y);
+        imma_16832<1>(acc[i][1], a0, a1, a2, a3, b[1].x, b[1].y);
       }
       if constexpr (ONE_END) {
         if (e != end_cur) continue;
@@ -301,11 +306,11 @@ __device__ __forceinline__ void imma_gemm_body(
         }
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
-          const int S = acc[i][2][c] * 16384 + acc[i][1][c] * 128 + acc[i][0][c];
+          const int S = acc[i][1][c] * 256 + acc[i][0][c];
           const int D = 2 * S - op.X[c & 1];
           const float term = __fmul_rn(c < 2 ? al_a : al_b, __int2float_rn(D));
           a[c] = (i == 0) ? term : __fadd_rn(a[c], term);
-          acc[i][0][c] = acc[i][1][c] = acc[i][2][c] = 0;
+          acc[i][0][c] = acc[i][1][c] = 0;
         }
       }
       const float be_a = __low2float(op.be), be_b = __high2float(op.be);
@@ -314,7 +319,7 @@ __device__ __forceinline__ void imma_gemm_body(
         float v = a[c];
         const int X = op.X[c & 1], E = op.E[c & 1];
         if (beta != nullptr) v = __fadd_rn(v, __fmul_rn(c < 2 ? be_a : be_b, __int2float_rn(X)));
-        // v 2^(E - 21) by one multiply: the power of two is a normal float (E - 21 in [-44, -5]),
+        // v 2^(E - 15) by one multiply: the power of two is a normal float (E - 15 in [-38, 1]),
         // so this is ldexp's single rounding, subnormal results included.
         v = __fmul_rn(v, __int_as_float((127 + E - kFixBits) << 23));
         ysum[c] = (grp == g_begin) ? v : __fadd_rn(ysum[c], v);

@@ -234,6 +234,7 @@ EXACT_ROWS_PER_BLOCK = 64  # 4 warps x 16 rows (mma_gemm.cu, bmma_gemv.cu, imma_
 BMMA_INSTANCES = tuple((s, m) for s in (1, 2, 4, 8) for m in (1, 2, 4, 8) if s * m <= 8)
 BMMA_MAX_PLANES = 4
 BMMA_STEP = 256
+BMMA_STEP_FRAG = 32 * 2 * 2  # uint32 of B fragments per batch row and step: [32 lanes, 2 mma, 2] (16 bit-planes)
 
 
 def bmma_supports(M: int, p: int, group_size: int) -> bool:
@@ -260,7 +261,7 @@ def bmma_gemv(x, tiles, alpha, beta=None, *, group_size: int, out=None, split: i
     tiles: the p planes in the tile layout, uint32 [p, ceil(N/16), ceil(K/256), 128]
     (``tile_planes(planes[:p])``, or ``tile_planes(planes)[:p]``: the layout is plane-major too).
     The plane words feed mma.m16n8k256 (.b1, AND + popcount) as stored; the activations go in as
-    their 23 fixed-point bit-planes (bcq::encode_bits, one small launch).  Takes g in {32, 64, 128,
+    their 16 fixed-point bit-planes (bcq::encode_bits, one small launch).  Takes g in {32, 64, 128,
     256}, p <= 4 and batch up to 8 * g / 256 (rounded up to a power of two): 4 at g = 128.
     split: a nominal split of the contract (equalized by reference.exact_mma.contract_split); None = its choice.
     """
@@ -277,15 +278,15 @@ def bmma_gemv(x, tiles, alpha, beta=None, *, group_size: int, out=None, split: i
     with stream:
         KS = -(-K // BMMA_STEP)
         n_words = M * KS * 8  # one warp each
-        _launch_exact(dev, stream, "bmma_gemv", "bcq::encode_bits", -(-n_words // 4), M * KS * 32 * 6,
+        _launch_exact(dev, stream, "bmma_gemv", "bcq::encode_bits", -(-n_words // 4), M * KS * BMMA_STEP_FRAG,
                       f"bcq::bmma_gemv<{S}, {batch_bucket(M)}>", x, tiles, alpha, beta, out, M, N, K, G, p,
-                      group_size, split)
+                      group_size, split, after_encoder=True)
     return _back(out, tx)
 
 
 IMMA_PLANES = (1, 2, 3, 4)  # imma_gemm.cu: one instantiation per p
 IMMA_TILE = 8               # batch rows per launch (the mma's N)
-IMMA_WORD_FRAG = 192        # uint32 of B fragments per plane word: [3 digits, 32 lanes, 2]
+IMMA_WORD_FRAG = 128        # uint32 of B fragments per plane word: [2 digits, 32 lanes, 2]
 
 
 def imma_supports(M: int, p: int, group_size: int) -> bool:
@@ -302,8 +303,8 @@ def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: 
     """y = x W_hat^T (float16 [M, N], M <= 16, p <= 4) on int8 tensor cores; bit-exact with
     reference.exact_mma_gemm, so the same bytes as mma_gemm and bmma_gemv.
 
-    Per 8 batch rows: one launch that splits the activations into three int8 digits
-    (bcq::encode_digits), then the GEMM (rows of x never interact, so 16 rows are two tiles of 8).
+    Per 8 batch rows: one launch that splits the activations' int16 fixed-point values into their
+    two bytes (bcq::encode_digits), then the GEMM (rows of x never interact, so 16 rows are two tiles of 8).
     split: a nominal split of the contract (equalized by reference.exact_mma.contract_split); None = its choice.
     """
     exact_mma.check_split(split)
@@ -345,13 +346,14 @@ def mma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: i
 
 
 def _launch_exact(dev, stream, module, encoder, encode_blocks, n_frag, kernel, x, planes, alpha, beta, out,
-                  M, N, K, G, p, group_size, split):
+                  M, N, K, G, p, group_size, split, after_encoder=False):
     """The two launches of every exact tensor-core kernel, on the current stream: the encoder turns x
     into the kernel's activation fragments (n_frag words) and each group's E and X, then the GEMM
     (grid: 64-row tiles of 4 warps x contract splits, so that the blocks resident on a SM mix
     splits; p is passed unless the kernel has it as a template parameter, p=None; split None = the
-    contract's for the shape).  bmma_gemv may start while its encoder runs (gpu/launch.py); the
-    int8 and fp16 kernels measured slower or no faster that way (docs/kernels.md), so they wait."""
+    contract's for the shape).  after_encoder: the kernel may start while its encoder still runs
+    (gpu/launch.py), which only a kernel that waits for it (dependent_launch.cuh) may ask for;
+    bmma_gemv does, the int8 and fp16 kernels measured slower or no faster that way (docs/kernels.md)."""
     split = exact_mma.contract_split(N, K, group_size, split)
     num_splits = _num_splits(G, group_size, split)
     row_tiles = -(-N // EXACT_ROWS_PER_BLOCK)
@@ -364,7 +366,7 @@ def _launch_exact(dev, stream, module, encoder, encode_blocks, n_frag, kernel, x
     sizes = (M, N, K) + ((p,) if p is not None else ()) + (group_size,)
     launch(mod.get_function(kernel), (row_tiles, num_splits), (128,),
            (frag, E, X, planes, alpha, _null_or(beta), out, ws, ctr) + tuple(np.int32(v) for v in sizes),
-           stream=stream, device_id=dev, after_previous=module == "bmma_gemv")
+           stream=stream, device_id=dev, after_previous=after_encoder)
 
 
 _encoded_scratch: dict = {}

@@ -3,12 +3,32 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from bcq_testing import random_problem
+from bcq_testing import VALUE_KINDS, random_activations, random_problem
 from reference.bitplane import dequant_matmul
-from reference.exact_mma import (MAX_GROUP, SPLIT_CHOICES, SPLIT_ROWS, SPLIT_WORK, contract_split,
-                                 exact_mma_gemm)
+from reference.exact_mma import (DIGIT, FIX_BITS, MAX_GROUP, SPLIT_CHOICES, SPLIT_ROWS, SPLIT_WORK,
+                                 contract_split, encode_activations, exact_mma_gemm)
 
 GROUPS = [32, 64, 96, 128, 192, 256]
+
+
+@settings(max_examples=80, deadline=None)
+@given(M=st.integers(1, 3), G=st.integers(1, 4), g=st.sampled_from([32, 64, 128, 256]),
+       kind=st.sampled_from(VALUE_KINDS), seed=st.integers(0, 2 ** 32 - 1))
+def test_step_1_is_an_int16_whose_sums_floats_hold_exactly(M, G, g, kind, seed):
+    """What the kernels build on: fix fits an int16 (16 bit-planes, two bytes), hi / lo are fp16-exact
+    digits, every group sum is exact in float32 (|X| and every |D| < 2^23), the rounding error is at
+    most half a step 2^(E - 15), and fp16 values of magnitude 2^(E - 5) or more are held exactly."""
+    x = random_activations(np.random.default_rng(seed), M, G * g, kind)
+    fix, hi, lo, E, X = encode_activations(x, g)
+    assert -2 ** 15 <= fix.min() and fix.max() < 2 ** 15
+    assert np.array_equal(DIGIT * hi.astype(np.int64) + lo.astype(np.int64), fix)
+    assert np.abs(hi.astype(np.float64)).max() <= 16 and np.abs(lo.astype(np.float64)).max() <= DIGIT // 2
+    assert np.abs(X).max() < 2 ** 23 and np.abs(fix).reshape(M, G, g).sum(-1).max() < 2 ** 23  # bounds |D|
+    step = np.repeat(np.ldexp(1.0, E - FIX_BITS), g, axis=1)  # 2^(E - 15) per input
+    err = np.abs(fix * step - x.astype(np.float64))
+    assert (err <= step / 2).all()
+    held = np.abs(x.astype(np.float64)) >= np.repeat(np.ldexp(1.0, E - 5), g, axis=1)
+    assert (err[held] == 0).all()
 
 
 def nominal(N, G, g):

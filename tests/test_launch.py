@@ -53,3 +53,15 @@ def test_launch_repeat_says_how_to_call_it(argv):
     from benchmarks import launch_repeat
     with pytest.raises(SystemExit, match="usage: python -m benchmarks.launch_repeat on|off"):
         launch_repeat.main(argv)
+
+
+def test_launch_repeat_problem_has_nine_splits_and_the_kernels_dtypes():
+    from benchmarks.launch_repeat import problem
+    from reference.exact_mma import contract_split
+
+    x, planes, alpha, beta = problem(np.random.default_rng(0))
+    assert (x.dtype, planes.dtype, alpha.dtype, beta.dtype) == (np.float16, np.uint32, np.float16, np.float16)
+    assert x.shape == (2, 8960) and planes.shape == (3, 700, 280) and alpha.shape == (3, 700, 70)
+    assert beta.shape == (700, 70) and np.isfinite(x).all()
+    groups_per_split = contract_split(700, 8960, 128) // 128
+    assert -(-70 // groups_per_split) == 9  # every call goes through the split-K workspace
