@@ -12,9 +12,10 @@ two's-complement bit-planes of ``fix`` and one integer multiply-add per bit-plan
 the int8 kernel one mma per byte, so a smaller F is a faster kernel: F = 15 is an int16, 16
 bit-planes (2 mma per group and step) and 2 bytes, where the former F = 21 took 3 and 3.
 This measures what F costs, and how far the model's layer inputs are from their group's maximum
-(``group_stats``: the inputs below 2^(E - 5), which F = 15 no longer holds exactly).  SmolLM2-135M with every quantized linear layer's input rounded as the
-contract rounds it (``contract_activations``), against the full-precision model: perplexity and
-KL(P_fp || Q) on the demo's evaluation windows, at each F, for the full-precision weights (the
+(``GroupStats``: outliers, and the inputs below 2^(E - 5), which F = 15 no longer holds exactly).
+SmolLM2-135M with every quantized linear layer's input rounded as the contract rounds it
+(``contract_activations``), against the full-precision model: perplexity and KL(P_fp || Q) on the
+demo's evaluation windows, at each F, for the full-precision weights (the
 rounding alone) and for the demo's calibrated AnyBCQ 2/3/4-bit model (``--checkpoint``, written by
 ``bcq demo``; without it, AnyBCQ progressive with no calibration, which at 2 and 3 bits is too broken
 to be a useful probe).  Rows "none" run the layers on float32 activations, as the CPU model does.
@@ -84,9 +85,10 @@ class GroupStats:
         import torch
 
         r = torch.cat(self.ratios) if self.ratios else torch.zeros(1)
+        # torch.quantile takes at most 2^24 values; past that, the nearest rank below
+        p999 = r.quantile(0.999) if r.numel() <= 2 ** 24 else r.sort().values[int(0.999 * (r.numel() - 1))]
         return {"inputs": self.inputs, "share_below_2^(E-5)": self.below / max(self.inputs, 1),
-                "amax_over_median_p50": float(r.median()), "amax_over_median_p99.9": float(r.quantile(0.999))
-                if r.numel() <= 16_000_000 else float(r.sort().values[int(0.999 * (r.numel() - 1))]),
+                "amax_over_median_p50": float(r.median()), "amax_over_median_p99.9": float(p999),
                 "amax_over_median_max": float(r.max())}
 
 
