@@ -14,13 +14,7 @@ import sys
 import numpy as np
 
 
-def problem(rng, M=2, N=700, K=128 * 70, p=3, g=128):
-    """x float16 [M, K], planes uint32 [p, N, K/32], alpha float16 [p, N, K/g], beta float16 [N, K/g]."""
-    x = rng.standard_normal((M, K)).astype(np.float16)
-    planes = rng.integers(0, 2 ** 32, size=(p, N, K // 32), dtype=np.uint64).astype(np.uint32)
-    alpha = (np.abs(rng.standard_normal((p, N, K // g))) * 0.02 * 0.5 ** np.arange(p)[:, None, None]).astype(np.float16)
-    beta = (rng.standard_normal((N, K // g)) * 0.01).astype(np.float16)
-    return x, planes, alpha, beta
+SHAPE = (2, 700, 128 * 70, 3, 128)  # M, N, K, p, g of the GPU tests' dependent-launch problem: 9 contract splits
 
 
 def main(argv=None) -> int:
@@ -32,8 +26,9 @@ def main(argv=None) -> int:
     import cupy
 
     import gpu
+    from bcq_core.random_problems import random_problem
     from gpu import launch
-    x, planes, alpha, beta = problem(np.random.default_rng(11))
+    x, planes, alpha, beta = random_problem(np.random.default_rng(11), *SHAPE, with_beta=True)
     x, alpha, beta = cupy.asarray(x), cupy.asarray(alpha), cupy.asarray(beta)
     tiles = gpu.tile_planes(cupy.asarray(planes))
     stream = cupy.cuda.Stream(non_blocking=True)

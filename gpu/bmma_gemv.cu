@@ -274,9 +274,8 @@ __device__ __forceinline__ void bmma_gemv_body(
         const float be = __half2float(beta[it_alpha[it] + (size_t)s * S]);
         v = __fadd_rn(v, __fmul_rn(be, __int2float_rn(cur.X[it])));
       }
-      // v 2^(E - 15) by one multiply: the power of two is a normal float (E - 15 in [-38, 1]),
-      // so this is ldexp's single rounding, subnormal results included.
-      cbuf[warp][it_rl[it]][it_m[it]][it_slot[it]] = __fmul_rn(v, __int_as_float((127 + cur.E[it] - kFixBits) << 23));
+      // v 2^(E - 15): one multiply by a normal power of two is ldexp's rounding (subnormals included)
+      cbuf[warp][it_rl[it]][it_m[it]][it_slot[it]] = __fmul_rn(v, pow2(cur.E[it] - kFixBits));
     }
     __syncwarp();
     // Contract step 4: the groups of a split are summed in order, one lane per (row, batch row).

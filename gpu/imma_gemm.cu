@@ -319,9 +319,8 @@ __device__ __forceinline__ void imma_gemm_body(
         float v = a[c];
         const int X = op.X[c & 1], E = op.E[c & 1];
         if (beta != nullptr) v = __fadd_rn(v, __fmul_rn(c < 2 ? be_a : be_b, __int2float_rn(X)));
-        // v 2^(E - 15) by one multiply: the power of two is a normal float (E - 15 in [-38, 1]),
-        // so this is ldexp's single rounding, subnormal results included.
-        v = __fmul_rn(v, __int_as_float((127 + E - kFixBits) << 23));
+        // v 2^(E - 15): one multiply by a normal power of two is ldexp's rounding (subnormals included)
+        v = __fmul_rn(v, pow2(E - kFixBits));
         ysum[c] = (grp == g_begin) ? v : __fadd_rn(ysum[c], v);
       }
       ++grp;

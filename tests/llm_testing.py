@@ -1,4 +1,4 @@
-"""A tiny quantized Llama shared by the llm tests (torch-side; bcq_testing.py stays NumPy-only)."""
+"""A tiny quantized Llama shared by the llm tests (torch-side; bcq_core/random_problems.py stays NumPy-only)."""
 from __future__ import annotations
 
 import copy

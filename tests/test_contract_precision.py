@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 from benchmarks.contract_precision import contract_activations, main, markdown  # noqa: E402
 from reference.exact_mma import FIX_BITS, encode_activations  # noqa: E402
-from tests.bcq_testing import random_activations  # noqa: E402
+from bcq_core.random_problems import random_activations  # noqa: E402
 
 
 @settings(max_examples=60, deadline=None)

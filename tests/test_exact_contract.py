@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from bcq_testing import VALUE_KINDS, random_activations, random_problem
+from bcq_core.random_problems import VALUE_KINDS, random_activations, random_problem
 from reference.bitplane import dequant_matmul
 from reference.exact_mma import (DIGIT, FIX_BITS, MAX_GROUP, SPLIT_CHOICES, SPLIT_ROWS, SPLIT_WORK,
                                  contract_split, encode_activations, exact_mma_gemm)

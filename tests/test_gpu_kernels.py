@@ -10,7 +10,7 @@ from gpu_support import require_gpu
 cupy = require_gpu()
 
 import gpu  # noqa: E402
-from bcq_testing import VALUE_KINDS, random_problem  # noqa: E402
+from bcq_core.random_problems import VALUE_KINDS, random_problem  # noqa: E402
 from reference.bitplane import dequant_matmul  # noqa: E402
 from reference.dequant import dequantize_fp16  # noqa: E402
 from reference.lut_gemv import lut_gemv as ref_lut_gemv  # noqa: E402
@@ -236,7 +236,8 @@ def test_bmma_gemv_dependent_launch_gives_the_plain_launchs_bytes(monkeypatch):
     from gpu import launch
     if int(cupy.cuda.Device().compute_capability) >= 90:
         assert launch._can_overlap(cupy.cuda.Device().id)  # so this test runs the overlapped launch
-    x, planes, alpha, beta = random_problem(np.random.default_rng(11), 2, 700, 128 * 70, 3, 128, with_beta=True)
+    from benchmarks.launch_repeat import SHAPE  # the problem benchmarks/launch_repeat.py repeats
+    x, planes, alpha, beta = random_problem(np.random.default_rng(11), *SHAPE, with_beta=True)
     x, tiles, alpha, beta = tiled([cupy.asarray(a) for a in (x, planes, alpha, beta)])
     stream = cupy.cuda.Stream(non_blocking=True)
     with stream:

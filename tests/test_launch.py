@@ -56,10 +56,11 @@ def test_launch_repeat_says_how_to_call_it(argv):
 
 
 def test_launch_repeat_problem_has_nine_splits_and_the_kernels_dtypes():
-    from benchmarks.launch_repeat import problem
+    from bcq_core.random_problems import random_problem
+    from benchmarks.launch_repeat import SHAPE
     from reference.exact_mma import contract_split
 
-    x, planes, alpha, beta = problem(np.random.default_rng(0))
+    x, planes, alpha, beta = random_problem(np.random.default_rng(0), *SHAPE, with_beta=True)
     assert (x.dtype, planes.dtype, alpha.dtype, beta.dtype) == (np.float16, np.uint32, np.float16, np.float16)
     assert x.shape == (2, 8960) and planes.shape == (3, 700, 280) and alpha.shape == (3, 700, 70)
     assert beta.shape == (700, 70) and np.isfinite(x).all()

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from bcq_testing import VALUE_KINDS, random_problem
+from bcq_core.random_problems import VALUE_KINDS, random_problem
 from reference.bitplane import bitplane_gemv, dequant_matmul
 from reference.dequant import dequantize_fp16
 from reference.lut_gemv import batch_bucket, build_tables, lut_gemv

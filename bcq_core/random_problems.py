@@ -1,4 +1,4 @@
-"""Random packed BCQ problems shared by the reference and GPU tests."""
+"""Random packed BCQ problems: the inputs of the reference and GPU tests and of the launch checks in benchmarks/."""
 from __future__ import annotations
 
 import numpy as np
