@@ -12,9 +12,10 @@ launches the 1-bit kernel this way (bmma_gemv: 0.97-1.10x, median 1.04x, on the 
 int8 and fp16 ones, which measured slower (0.66-1.03x) or the same with it (docs/kernels.md).
 
 CuPy launches through ``cuLaunchKernel``, which takes no launch attributes, so the overlapped launch
-calls the driver's ``cuLaunchKernelEx`` through ctypes.  It is captured into CUDA graphs like any
-launch.  Where it is unavailable (a GPU before sm_90, a driver without ``cuLaunchKernelEx``) or
-``OVERLAP`` is False, the plain CuPy launch runs instead: same kernel, same result.
+calls the driver's ``cuLaunchKernelEx`` through NVIDIA's Python bindings (``cuda.bindings.driver``,
+package cuda-bindings, which the ``gpu`` extra installs).  It is captured into CUDA graphs like
+any launch.  Where it is unavailable (a GPU before sm_90, no cuda-bindings) or ``OVERLAP`` is
+False, the plain CuPy launch runs instead: same kernel, same result.
 """
 from __future__ import annotations
 
@@ -25,55 +26,54 @@ import numpy as np
 
 OVERLAP = True  # set False to launch every kernel in plain stream order (for A/B timing)
 
-_PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CUlaunchAttributeID, cuda.h
-
-
-class _LaunchAttribute(ctypes.Structure):
-    # CUlaunchAttribute: a 4-byte id, 4 bytes of padding, a 64-byte value union (8-byte aligned)
-    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int * 16)]
-
-
-class _LaunchConfig(ctypes.Structure):
-    _fields_ = [("gridDimX", ctypes.c_uint), ("gridDimY", ctypes.c_uint), ("gridDimZ", ctypes.c_uint),
-                ("blockDimX", ctypes.c_uint), ("blockDimY", ctypes.c_uint), ("blockDimZ", ctypes.c_uint),
-                ("sharedMemBytes", ctypes.c_uint), ("hStream", ctypes.c_void_p),
-                ("attrs", ctypes.POINTER(_LaunchAttribute)), ("numAttrs", ctypes.c_uint)]
-
 
 @functools.lru_cache(maxsize=None)
-def _driver_launch_ex():
-    """cuLaunchKernelEx from libcuda, or None where the driver has none."""
+def _driver():
+    """cuda.bindings.driver, or None where cuda-bindings is not installed."""
     try:
-        fn = ctypes.CDLL("libcuda.so.1").cuLaunchKernelEx
-    except (OSError, AttributeError):
+        from cuda.bindings import driver
+    except ImportError:
         return None
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.POINTER(_LaunchConfig), ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p]
-    return fn
+    return driver
 
 
 @functools.lru_cache(maxsize=None)
 def _can_overlap(device_id: int) -> bool:
     import cupy
     major = cupy.cuda.Device(device_id).compute_capability[:-1]
-    return int(major) >= 9 and _driver_launch_ex() is not None
+    return int(major) >= 9 and _driver() is not None
 
 
-def kernel_params(args) -> list:
-    """ctypes values for a kernel's arguments, in order: device arrays (CuPy, anything with
-    ``.data.ptr``) and np.uint64 as pointers, np.int32 as int."""
-    out = []
+def kernel_params(args) -> tuple:
+    """A kernel's arguments as cuda.bindings takes them, ``(values, ctypes types)``: device arrays
+    (CuPy, anything with ``.data.ptr``) and np.uint64 as pointers, np.int32 as int."""
+    values, types = [], []
     for i, a in enumerate(args):
         if hasattr(a, "data") and hasattr(a.data, "ptr"):
-            out.append(ctypes.c_void_p(a.data.ptr))
+            values.append(int(a.data.ptr)); types.append(ctypes.c_void_p)
         elif isinstance(a, np.uint64):
-            out.append(ctypes.c_void_p(int(a)))
+            values.append(int(a)); types.append(ctypes.c_void_p)
         elif isinstance(a, np.int32):
-            out.append(ctypes.c_int32(int(a)))
+            values.append(int(a)); types.append(ctypes.c_int32)
         else:
             raise TypeError(f"args[{i}]: must be a device array, np.uint64 (pointer) or np.int32, "
                             f"got {type(a).__name__}")
-    return out
+    return tuple(values), tuple(types)
+
+
+def dependent_launch_config(driver, grid, block, stream_ptr: int):
+    """The CUlaunchConfig of a launch on `stream_ptr` that may overlap the previous kernel there."""
+    config = driver.CUlaunchConfig()
+    config.gridDimX, config.gridDimY, config.gridDimZ = tuple(grid) + (1,) * (3 - len(grid))
+    config.blockDimX, config.blockDimY, config.blockDimZ = tuple(block) + (1,) * (3 - len(block))
+    config.sharedMemBytes = 0
+    config.hStream = driver.CUstream(stream_ptr)
+    attr = driver.CUlaunchAttribute()
+    attr.id = driver.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+    attr.value.programmaticStreamSerializationAllowed = 1
+    config.attrs = [attr]
+    config.numAttrs = 1
+    return config
 
 
 def launch(function, grid, block, args, *, stream, device_id: int, after_previous: bool = False):
@@ -83,13 +83,9 @@ def launch(function, grid, block, args, *, stream, device_id: int, after_previou
     if not (after_previous and OVERLAP and _can_overlap(device_id)):
         function(grid, block, args)
         return
-    grid, block = tuple(grid) + (1,) * (3 - len(grid)), tuple(block) + (1,) * (3 - len(block))
-    attr = _LaunchAttribute(id=_PROGRAMMATIC_STREAM_SERIALIZATION)
-    attr.value[0] = 1
-    config = _LaunchConfig(*grid, *block, 0, ctypes.c_void_p(stream.ptr), ctypes.pointer(attr), 1)
-    values = kernel_params(args)
-    params = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
-    handle = function.kernel.ptr  # cupy.RawKernel -> its loaded CUfunction
-    err = _driver_launch_ex()(ctypes.byref(config), ctypes.c_void_p(handle), params, None)
-    if err != 0:
-        raise RuntimeError(f"cuLaunchKernelEx failed with CUresult {err}")
+    driver = _driver()
+    config = dependent_launch_config(driver, grid, block, stream.ptr)
+    handle = driver.CUfunction(function.kernel.ptr)  # cupy.RawKernel -> its loaded CUfunction
+    (err,) = driver.cuLaunchKernelEx(config, handle, kernel_params(args), 0)
+    if err != driver.CUresult.CUDA_SUCCESS:
+        raise RuntimeError(f"cuLaunchKernelEx failed: {err.name}")

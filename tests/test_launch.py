@@ -1,5 +1,5 @@
-"""gpu/launch.py's host side, which needs no GPU: the kernel argument marshalling and the struct
-layouts the driver reads.  The overlapped launch itself is run by tests/test_gpu_kernels.py."""
+"""gpu/launch.py's host side, which needs no GPU: the kernel argument marshalling and the launch
+configuration the driver reads.  The overlapped launch itself is run by tests/test_gpu_kernels.py."""
 import ctypes
 
 import numpy as np
@@ -18,10 +18,9 @@ class _FakeDeviceArray:
 
 
 def test_kernel_params_marshal_pointers_and_ints():
-    values = launch.kernel_params((_FakeDeviceArray(0x1000), np.uint64(0), np.int32(-7), np.int32(2**31 - 1)))
-    assert [type(v) for v in values] == [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32]
-    assert values[0].value == 0x1000 and values[1].value is None  # c_void_p(0) reads back as None
-    assert values[2].value == -7 and values[3].value == 2**31 - 1
+    values, types = launch.kernel_params((_FakeDeviceArray(0x1000), np.uint64(0), np.int32(-7), np.int32(2**31 - 1)))
+    assert values == (0x1000, 0, -7, 2**31 - 1)
+    assert types == (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32)
 
 
 @pytest.mark.parametrize("bad", [7, 1.5, np.int64(3), np.float32(1.0), None])
@@ -30,15 +29,15 @@ def test_kernel_params_refuse_other_types(bad):
         launch.kernel_params((np.int32(1), bad))
 
 
-def test_struct_layouts_match_cuda_h():
-    # CUlaunchAttribute: id (4) + pad (4) + a 64-byte union; CUlaunchConfig: 7 uints, then 8-byte aligned
-    # stream and attrs pointers and the attribute count (cuda.h, CUDA 12 and 13)
-    assert ctypes.sizeof(launch._LaunchAttribute) == 72
-    assert launch._LaunchAttribute.value.offset == 8
-    assert launch._LaunchConfig.hStream.offset == 32
-    assert launch._LaunchConfig.attrs.offset == 40
-    assert launch._LaunchConfig.numAttrs.offset == 48
-    assert ctypes.sizeof(launch._LaunchConfig) == 56
+def test_dependent_launch_config_asks_for_programmatic_serialization():
+    driver = pytest.importorskip("cuda.bindings.driver", reason="cuda-bindings not installed (the gpu extra has it)")
+    config = launch.dependent_launch_config(driver, (3, 2), (128,), 0x1234)
+    assert (config.gridDimX, config.gridDimY, config.gridDimZ) == (3, 2, 1)
+    assert (config.blockDimX, config.blockDimY, config.blockDimZ) == (128, 1, 1)
+    assert int(config.hStream) == 0x1234 and config.sharedMemBytes == 0 and config.numAttrs == 1
+    attr = config.attrs[0]
+    assert attr.id == driver.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+    assert attr.value.programmaticStreamSerializationAllowed == 1
 
 
 def test_plain_launch_when_overlap_is_not_asked():
