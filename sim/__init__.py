@@ -11,7 +11,8 @@ the calibration and the measured error.
     layer_cost("FIGLUT", None, N=4096, K=4096, M=32, bits=2.4).tops_per_W
 
 Methods on GPUs: fp16 (cuBLAS), bcq_lut (our AnyBCQ LUT-GEMM kernel), anyprec (Any-Precision
-LLM), bcq_fixed (LUT-GEMM, fixed precision), int4 (uniform W4A16 dequantize kernel).
+LLM), bcq_fixed (LUT-GEMM, fixed precision), int4 (uniform W4A16 dequantize kernel), bcq_bmma and
+bcq_imma (our exact 1-bit and int8 tensor-core kernels; H200-fitted).
 """
 from .accel import gemm as accelerator_gemm
 from .cost import Cost

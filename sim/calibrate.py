@@ -10,6 +10,9 @@ miss costs the same on a 10 us layer and a 300 us one:
     fit_kernel("bcq_lut")     bcq_lut.{step_latency_s, tile_latency_s, split_epilogue_s, fixed_s}
                               <- benchmarks/results/gemv_h100.json bcq_lut rows
     fit_kernel("bcq_dequant") dequantize.{memory_efficiency, fixed_s} <- gemv_h100.json bcq_dequant_cublas rows
+    fit_kernel("bcq_bmma")    bcq_bmma.{step_latency_s, plane_step_latency_s, fixed_s} <- gemv_h200.json bcq_bmma
+    fit_kernel("bcq_imma")    bcq_imma.{step_latency_s, plane_step_latency_s, fixed_s} <- gemv_h200.json bcq_imma
+                              (these two kernels were measured on the H200 only: FIT_DEVICE)
     fit_accelerators          datapath_pJ of FIGLUT, FIGNA, iFPU <- FIGLUT paper TOPS/W + trend
     bank_conflict_factor      Monte Carlo, no data
 
@@ -43,8 +46,20 @@ FITS = {
                 ("bcq_lut", "fixed_s"): (2e-6, 0.0, 50e-6, 1e-6)},
     "bcq_dequant": {("dequantize", "memory_efficiency"): (0.8, 0.1, 1.0, 0.1),
                     ("dequantize", "fixed_s"): (5e-6, 0.0, 50e-6, 1e-6)},
+    "bcq_bmma": {("bcq_bmma", "step_latency_s"): (0.3e-6, 0.0, 20e-6, 1e-7),
+                 ("bcq_bmma", "plane_step_latency_s"): (0.1e-6, 0.0, 20e-6, 1e-7),
+                 ("bcq_bmma", "fixed_s"): (3e-6, 0.0, 50e-6, 1e-6)},
+    "bcq_imma": {("bcq_imma", "step_latency_s"): (0.3e-6, 0.0, 20e-6, 1e-7),
+                 ("bcq_imma", "plane_step_latency_s"): (0.1e-6, 0.0, 20e-6, 1e-7),
+                 ("bcq_imma", "fixed_s"): (3e-6, 0.0, 50e-6, 1e-6)},
 }
-MIN_ROWS = {"fp16": 4, "anyprec": 4, "bcq_lut": 8, "bcq_dequant": 4}
+MIN_ROWS = {"fp16": 4, "anyprec": 4, "bcq_lut": 8, "bcq_dequant": 4, "bcq_bmma": 8, "bcq_imma": 8}
+# Where each method was measured (the device its fit runs on); the others are H100 fits.
+FIT_DEVICE = {"bcq_bmma": "H200", "bcq_imma": "H200"}
+
+
+def fit_device(method: str) -> str:
+    return FIT_DEVICE.get(method, "H100-SXM")
 
 
 def with_params(kernels, values: dict):
@@ -56,9 +71,11 @@ def with_params(kernels, values: dict):
                                            for sec, vals in by_section.items()})
 
 
-def fit_kernel(method: str, measurements, device="H100-SXM", kernels=None) -> dict:
-    """Least-squares fit of one method's constants (FITS[method]) to the measurements of that method."""
+def fit_kernel(method: str, measurements, device=None, kernels=None) -> dict:
+    """Least-squares fit of one method's constants (FITS[method]) to the measurements of that method
+    (on ``device``, by default the one it was measured on: fit_device)."""
     kernels = kernels or default_kernels()
+    device = device or fit_device(method)
     params = FITS[method]
     ms = [m for m in measurements if m.method == method]
     if len(ms) < MIN_ROWS[method]:
@@ -76,9 +93,10 @@ def fit_kernel(method: str, measurements, device="H100-SXM", kernels=None) -> di
     return dict(zip(keys, map(float, fit.x)))
 
 
-def leave_one_out(method: str, measurements, device="H100-SXM", kernels=None) -> np.ndarray:
+def leave_one_out(method: str, measurements, device=None, kernels=None) -> np.ndarray:
     """Out-of-sample relative error of each measurement of ``method`` (refit without it)."""
     kernels = kernels or default_kernels()
+    device = device or fit_device(method)
     ms = [m for m in measurements if m.method == method]
     errs = []
     for i, m in enumerate(ms):
@@ -87,11 +105,14 @@ def leave_one_out(method: str, measurements, device="H100-SXM", kernels=None) ->
     return np.array(errs)
 
 
-def all_measurements(gpu_results=None) -> list:
-    """The anchors, plus our GPU results if the file exists."""
-    from .validate import GPU_RESULTS_JSON, load_anchors, load_gpu_results
+def all_measurements(gpu_results=None, h200_results=None) -> list:
+    """The anchors, plus our H100 GPU results if the file exists, plus the H200 rows of the methods
+    fitted there (FIT_DEVICE; the H200's other rows stay out of sample)."""
+    from .validate import GPU_RESULTS_JSON, H200_RESULTS_JSON, load_anchors, load_gpu_results
     path = GPU_RESULTS_JSON if gpu_results is None else gpu_results
-    return load_anchors() + (load_gpu_results(path) if path.is_file() else [])
+    h200 = H200_RESULTS_JSON if h200_results is None else h200_results
+    extra = [m for m in load_gpu_results(h200) if m.method in FIT_DEVICE] if h200.is_file() else []
+    return load_anchors() + (load_gpu_results(path) if path.is_file() else []) + extra
 
 
 def fit_accelerators(targets: dict | None = None, names=("FIGLUT", "FIGNA", "iFPU")) -> dict[str, float]:
@@ -135,16 +156,17 @@ def bank_conflict_factor(entries: int = 256, entry_bytes: int = 2, lanes: int = 
     return float(worst.mean())
 
 
-def report(device="H100-SXM", gpu_results=None) -> str:
+def report(device=None, gpu_results=None) -> str:
     """Every fit as TOML lines (what `bcq sim --calibrate` prints)."""
     from pathlib import Path
     ms = all_measurements(None if gpu_results is None else Path(gpu_results))
-    lines = ["# sim/kernels.toml -- fitted to sim/data/anchors_h100.json and benchmarks/results/gemv_h100.json"]
+    lines = ["# sim/kernels.toml -- fitted to sim/data/anchors_h100.json and benchmarks/results/gemv_h100.json"
+             " (bcq_bmma, bcq_imma: benchmarks/results/gemv_h200.json, on the H200)"]
     for method in FITS:
         if sum(m.method == method for m in ms) < MIN_ROWS[method]:
             lines.append(f"# {method}: not enough measurements to fit")
             continue
-        for (section, name), v in fit_kernel(method, ms, device).items():
+        for (section, name), v in fit_kernel(method, ms, fit_device(method) if device is None else device).items():
             lines.append(f"{section}.{name} = {v:.4g}")
     lines.append("# sim/hardware.toml -- datapath_pJ fitted to sim/data/accelerator_targets.json")
     lines += [f"accelerator.{n}.datapath_pJ = {v:.4g}" for n, v in fit_accelerators().items()]

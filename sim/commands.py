@@ -17,6 +17,8 @@ import json
 import math
 import sys
 
+import numpy as np
+
 DEFAULT_METHODS = "fp16,bcq_lut,anyprec"
 
 
@@ -90,7 +92,7 @@ def run(args) -> int:
         return 0
     if args.calibrate:
         from .calibrate import report
-        print(report(args.device, args.results))
+        print(report(None, args.results))  # each fit on the device its data was measured on
         return 0
     if args.validate:
         print(validation_markdown(args.results))
@@ -219,6 +221,22 @@ def validation_markdown(results=None) -> str:
                            for m, v in g.items() if m != "rows"]))
     else:
         out.append("not measured yet (benchmarks/results/gemv_h100.json is absent)")
+    from .calibrate import FIT_DEVICE, all_measurements, leave_one_out
+    from .validate import H200_RESULTS_JSON
+    out += ["", f"## Our tensor-core kernels on the H200 ({H200_RESULTS_JSON.name}; fitted there, in-sample)", ""]
+    if H200_RESULTS_JSON.is_file():
+        ms = [m for m in all_measurements() if m.method in FIT_DEVICE]
+        h = summarise("H200", ms)
+        out.append(_table(["layer", "M", "method", "bits", "measured us", "model us", "error"],
+                          [(r["layer"], r["M"], r["method"], r["bits"], f"{r['measured_us']:.1f}",
+                            f"{r['predicted_us']:.1f}", f"{100 * r['err']:+.1f} %") for r in h["rows"]]))
+        loo = {m: np.abs(leave_one_out(m, ms)) for m in FIT_DEVICE}
+        out += ["", _table(["method", "n", "median abs error", "max abs error", "leave-one-out median", "leave-one-out max"],
+                           [(m, v["n"], f"{100 * v['median_abs_err']:.1f} %", f"{100 * v['max_abs_err']:.1f} %",
+                             f"{100 * np.median(loo[m]):.1f} %", f"{100 * np.max(loo[m]):.1f} %")
+                            for m, v in h.items() if m != "rows"])]
+    else:
+        out.append(f"not measured ({H200_RESULTS_JSON} is absent)")
     a = accelerator_report()
     out += ["", "## Accelerators (OPT-6.7B, batch 32; FIGLUT paper)", "",
             _table(["design", "model TOPS/W", "paper", "error", "model TOPS", "model W", "paper W"],

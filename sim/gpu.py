@@ -7,6 +7,8 @@ M batch.  Every function takes numbers or numpy arrays (broadcast together) and 
     method     DRAM bytes                                   per-call work
     fp16       2NK + 2MK + 2MN                               2MNK tensor FLOP
     bcq_lut    pNK/8 + 2pNG + 2MK + 2MN (+ 8 S M N split-K)  lookups, fp32 adds, table builds (below)
+    bcq_bmma   pNK/8 + 2pNG + 2MK + 2MN (+ split-K)          one chain of 256-input steps per warp (_bcq_exact)
+    bcq_imma   ceil(M/8)(pNK/8 + 2pNG) + 2MK + 2MN (+ ...)   one chain of 128-input steps per warp, 8 rows a launch
     anyprec    pNK/8 + 2 N 2^p + 2MK + 2MN                   bit-transpose ~p, FMA ~M per weight
     bcq_fixed  pNK/8 + 2pNG + 2NG + 2MK + 2MN                as bcq_lut, fp16 tables, bank conflicts
     int4       NK/2 + 4NG + 2MK + 2MN                        unpack per weight, MMA 2 max(M,16) N K
@@ -32,6 +34,8 @@ SM walks a two-deep load pipeline over 16 warps, the measured kernel is latency-
 above ``max_batch`` go through dequantize + cuBLAS (``bcq_dequant``).
 """
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -131,6 +135,71 @@ def bcq_lut(gpu, N, K, M=1, bits=2, *, g=128, mu=None, kernels=None) -> Cost:
     return select("bcq_lut", M <= c.max_batch, small, bcq_dequant(gpu, N, K, M, p, g=g, kernels=kc))
 
 
+def contract_split(N, K, g=128, kernels=None):
+    """(split inputs, splits) of reference/exact_mma.py contract_split, vectorised (a test checks it)."""
+    c = (kernels or default_kernels()).bcq_bmma
+    N, K, g = as_arrays(N, K, g)
+    G = np.maximum(1, np.floor(K / g))
+    tiles = ceil_div(N, c.rows_per_block)
+    choices = [c.split_max_inputs / 2 ** i for i in range(int(np.log2(c.split_max_inputs / c.split_min_inputs)) + 1)]
+    split = np.full(np.broadcast(N, K, g).shape, float(choices[-1]))
+    for s0 in reversed(choices[:-1]):   # the longest that still makes split_work (tile, split) pairs
+        split = np.where(tiles * ceil_div(G, np.floor(s0 / g)) >= c.split_work, s0, split)
+    n = ceil_div(G, np.floor(split / g))
+    u = np.where(256 % g == 0, 256 / g, 1)                           # groups per 256-input step
+    per = ceil_div(G, n)
+    return ceil_div(per, u) * u * g, n
+
+
+def _bcq_exact(method, gpu, N, K, M, bits, g, kernels) -> Cost:
+    """bcq_bmma / bcq_imma: one chain of contract-split steps per warp, waves of resident blocks."""
+    gpu, kc = _ctx(gpu, kernels)
+    c = getattr(kc, method)
+    N, K, M, p, g = as_arrays(N, K, M, bits, g)
+    _check_positive(N=N, K=K, M=M, bits=p)
+    Mp = 2.0 ** np.ceil(np.log2(np.clip(M, 1, c.max_batch)))
+    S = np.where(256 % g == 0, 256 / np.maximum(g, 1), np.inf)        # groups per 256-input step
+    launches = ceil_div(M, c.batch_per_launch)
+    Ml = np.minimum(M, c.batch_per_launch)                            # batch rows of one launch
+    ok = (p == np.round(p)) & (p <= c.max_planes) & (M <= c.max_batch) & (g <= c.max_group)
+    if method == "bcq_bmma":
+        ok &= (S * Mp <= c.max_mma_columns)
+        reduced = S * Mp > c.reduce_above
+    else:
+        reduced = p > c.reduce_above
+    split, splits = contract_split(N, K, g, kc)
+    row_tiles = ceil_div(N, c.rows_per_block)
+    blocks = row_tiles * splits
+    per_sm = np.where(reduced, c.blocks_per_sm_reduced, c.blocks_per_sm)
+    waves = ceil_div(blocks, gpu.sms * per_sm)
+    steps = split / c.step_inputs                                     # steps of one warp's split
+    batch_factor = Mp if c.batch_scales_chain else 1.0
+    chain = launches * waves * steps * batch_factor * (c.step_latency_s + c.plane_step_latency_s * p)
+    b = {"planes": launches * p * N * K / 8, "scales": launches * 2 * p * N * (K / g), "x": 2 * M * K,
+         "y": 2 * M * N, "workspace": np.where(splits > 1, 8 * splits * M * N, 0.0)}
+    memory = sum(b.values()) / (gpu.dram_bandwidth_Bps * c.memory_efficiency)
+    fixed = launches * (c.fixed_s + np.where(splits > 1, c.split_finish_s, 0.0))
+    warps = blocks * c.warps_per_block
+    ops = {"warp_steps": launches * warps * steps, "tensor_mma": launches * warps * steps * p *
+           (2 * S * Mp if method == "bcq_bmma" else 2 * c.step_inputs / 32)}
+    cost = roofline(method, gpu.name, {"memory": memory, "latency": chain}, fixed, gpu.launch_s, b, ops,
+                    2 * M * N * K, supported=ok)
+    k = c.overlap_norm
+    both = chain + memory if k == 1 else (chain ** k + memory ** k) ** (1 / k)
+    time = np.maximum(gpu.launch_s, fixed + both)
+    return dataclasses.replace(cost, time_s=np.where(ok, time, np.nan))
+
+
+def bcq_bmma(gpu, N, K, M=1, bits=2, *, g=128, kernels=None) -> Cost:
+    """Our 1-bit tensor-core kernel (gpu/bmma_gemv.cu): batch bucket x 256/g <= 8, p <= 4, else NaN."""
+    return _bcq_exact("bcq_bmma", gpu, N, K, M, bits, g, kernels)
+
+
+def bcq_imma(gpu, N, K, M=1, bits=2, *, g=128, kernels=None) -> Cost:
+    """Our int8 tensor-core kernel (gpu/imma_gemm.cu): M <= 16 (8 rows per launch), p <= 4, g <= 256, else NaN."""
+    return _bcq_exact("bcq_imma", gpu, N, K, M, bits, g, kernels)
+
+
 def bcq_dequant(gpu, N, K, M=1, bits=2, *, g=128, kernels=None) -> Cost:
     """gpu/dequantize.cu writes fp16 W_hat, then cuBLAS: the large-batch path of bcq_matmul."""
     gpu, kc = _ctx(gpu, kernels)
@@ -138,8 +207,8 @@ def bcq_dequant(gpu, N, K, M=1, bits=2, *, g=128, kernels=None) -> Cost:
 
 
 def bcq_auto(gpu, N, K, M=1, bits=2, *, g=128, mu=None, kernels=None) -> Cost:
-    """The faster of our LUT kernel and dequantize + cuBLAS, per configuration (an ideal dispatcher;
-    the exact tensor-core path gpu.mma_gemm is not modelled)."""
+    """The faster of our LUT kernel and dequantize + cuBLAS, per configuration (an ideal dispatcher
+    over these two only: bcq_bmma, bcq_imma and gpu.mma_gemm are not in it, docs/sim.md Limits)."""
     lut = bcq_lut(gpu, N, K, M, bits, g=g, mu=mu, kernels=kernels)
     deq = bcq_dequant(gpu, N, K, M, bits, g=g, kernels=kernels)
     return select("bcq_auto", lut.time_s <= deq.time_s, lut, deq)  # NaN (LUT does not fit) -> dequantize
@@ -232,11 +301,12 @@ def int4(gpu, N, K, M=1, bits=4, *, g=128, kernels=None) -> Cost:
     return roofline("int4", gpu.name, res, c.fixed_s, gpu.launch_s, b, ops, 2 * M * N * K, supported=(q == 4))
 
 
-GPU_METHODS = {"fp16": fp16, "bcq_lut": bcq_lut, "bcq_dequant": bcq_dequant, "bcq_auto": bcq_auto,
+GPU_METHODS = {"fp16": fp16, "bcq_lut": bcq_lut, "bcq_bmma": bcq_bmma, "bcq_imma": bcq_imma,
+               "bcq_dequant": bcq_dequant, "bcq_auto": bcq_auto,
                "anyprec": anyprec, "bcq_fixed": bcq_fixed, "int4": int4}
 ALIASES = {"cublas_fp16": "fp16", "cublas": "fp16", "anybcq": "bcq_lut", "ours": "bcq_lut", "any_precision": "anyprec",
            "any-precision": "anyprec", "lutgemm": "bcq_fixed", "lut_gemm": "bcq_fixed", "awq": "int4",
-           "bcq_dequant_cublas": "bcq_dequant", "bcq_matmul": "bcq_auto"}
+           "bcq_dequant_cublas": "bcq_dequant", "bmma": "bcq_bmma", "imma": "bcq_imma", "bcq_matmul": "bcq_auto"}
 
 
 def method_name(name: str) -> str:

@@ -64,6 +64,38 @@ class BcqLut:
 
 
 @dataclass(frozen=True)
+class BcqExact:
+    """Our exact tensor-core kernels (bcq_bmma: 1-bit mma, bcq_imma: int8 mma), gpu/{bmma_gemv,imma_gemm}.cu.
+
+    time = launches x (fixed + split_finish [splits > 1] + (chain^k + memory^k)^(1/k)),
+    chain = waves x steps per warp x batch factor x (step_latency + plane_step_latency x p).
+    """
+    max_batch: int
+    max_planes: int
+    max_group: int
+    rows_per_block: int
+    warps_per_block: int
+    step_inputs: int
+    batch_per_launch: int
+    blocks_per_sm: int
+    blocks_per_sm_reduced: int
+    reduce_above: int
+    batch_scales_chain: int
+    max_mma_columns: int
+    split_max_inputs: int
+    split_min_inputs: int
+    split_work: int
+    overlap_norm: float
+    memory_efficiency: float
+    split_finish_s: float
+    step_latency_s: float
+    plane_step_latency_s: float
+    fixed_s: float
+    name: str = ""
+    sources: Mapping[str, str] = field(default_factory=_no_sources, compare=False)
+
+
+@dataclass(frozen=True)
 class AnyPrec:
     max_batch: int
     min_bits: int
@@ -137,6 +169,8 @@ class Decode:
 class KernelConstants:
     cublas_fp16: CublasFP16
     bcq_lut: BcqLut
+    bcq_bmma: BcqExact
+    bcq_imma: BcqExact
     anyprec: AnyPrec
     bcq_fixed: BcqFixed
     int4: Int4
@@ -168,7 +202,8 @@ def load_kernels(path: str | Path = KERNELS_TOML) -> KernelConstants:
     if missing or unknown:
         raise ValueError(f"{path}: sections must be exactly {sorted(sections)}; missing {sorted(missing)}, "
                          f"unknown {sorted(unknown)}")
-    classes = {"cublas_fp16": CublasFP16, "bcq_lut": BcqLut, "anyprec": AnyPrec, "bcq_fixed": BcqFixed,
+    classes = {"cublas_fp16": CublasFP16, "bcq_lut": BcqLut, "bcq_bmma": BcqExact, "bcq_imma": BcqExact,
+               "anyprec": AnyPrec, "bcq_fixed": BcqFixed,
                "int4": Int4, "dequantize": Dequantize, "timing": Timing, "decode": Decode}
     return KernelConstants(**{s: build(classes[s], s, data[s], f"{Path(path).name}:{s}") for s in classes})
 

@@ -3,7 +3,8 @@
 Data (committed):
     sim/data/anchors_h100.json           ANCHORS.md 1: cuBLAS FP16 and Any-Precision on H100 (do_bench)
     benchmarks/results/gemv_h100.json    our kernel and cuBLAS on H100 (benchmarks/gemv.py): the fit
-    benchmarks/results/gemv_h200.json    the same benchmark on an H200: out of sample (nothing fitted to it)
+    benchmarks/results/gemv_h200.json    the same benchmark on an H200: out of sample for the methods above;
+                                         the fit of bcq_bmma and bcq_imma (measured on the H200 only)
     sim/data/accelerator_targets.json    FIGLUT paper: TOPS/W of FIGLUT, FIGNA, iFPU and the bit-width trend
 
 Error of one prediction: (predicted - measured) / measured.  A method's score is the median of
@@ -28,8 +29,9 @@ ACCEL_TARGETS_JSON = DATA / "accelerator_targets.json"
 GPU_RESULTS_JSON = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "gemv_h100.json"
 H200_RESULTS_JSON = GPU_RESULTS_JSON.with_name("gemv_h200.json")
 RESULT_KEYS = ("layer", "N", "K", "M", "method", "bits", "us")
-RESULT_METHODS = {"cublas_fp16": "fp16", "bcq_lut": "bcq_lut", "bcq_dequant_cublas": "bcq_dequant"}
-UNMODELLED_METHODS = ("bcq_mma", "bcq_bmma", "bcq_imma")  # in the results file, not modelled here (skipped, see docs/sim.md)
+RESULT_METHODS = {"cublas_fp16": "fp16", "bcq_lut": "bcq_lut", "bcq_dequant_cublas": "bcq_dequant",
+                  "bcq_bmma": "bcq_bmma", "bcq_imma": "bcq_imma"}
+UNMODELLED_METHODS = ("bcq_mma",)  # in the results file, not modelled here (skipped, see docs/sim.md)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def load_anchors(path: str | Path = ANCHORS_JSON) -> list[Measurement]:
 def load_gpu_results(path: str | Path = GPU_RESULTS_JSON) -> list[Measurement]:
     """Records of benchmarks/results/gemv_h100.json: a list of records, or {"meta": ..., "records": [...]}.
 
-    Each record needs layer, N, K, M, method ('cublas_fp16', 'bcq_lut' or 'bcq_dequant_cublas'),
+    Each record needs layer, N, K, M, method (a key of RESULT_METHODS),
     bits (null for fp16, 1..8 otherwise) and us (median microseconds, > 0); other keys are ignored.
     Records of methods in UNMODELLED_METHODS are skipped; any other method is an error.
     Timing is CUDA-graph replay (benchmarks/gemv.py) unless meta.method names do_bench.

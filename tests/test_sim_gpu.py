@@ -53,6 +53,73 @@ def test_time_is_non_decreasing_in_N_times_K(N, K, M, p, factor):
         assert wide >= slack * small and deep >= slack * small, method
 
 
+@FAST
+@given(N=dims, K=dims, M=st.integers(1, 16))
+def test_exact_kernels_time_is_non_decreasing_in_bits(N, K, M):
+    for method in ("bcq_bmma", "bcq_imma"):
+        t = gemv(H100, method, N, K, M, np.arange(1, 5)).time_s
+        if method == "bcq_bmma" and M > 4:
+            assert np.all(np.isnan(t))   # bucket(M) x 256/g > 8 at g = 128
+            continue
+        assert np.all(np.diff(t) >= -1e-15), (method, t)
+
+
+@FAST
+@given(N=dims, K=dims, M=st.integers(1, 4), p=st.integers(1, 4), factor=st.integers(2, 4))
+def test_exact_kernels_time_is_non_decreasing_in_N_times_K(N, K, M, p, factor):
+    """Up to the contract's split choice: a wider layer may take shorter splits (more, shorter
+    chains: reference/exact_mma.py contract_split), which is the kernels' real behaviour; bounded
+    here by that effect (a split-K finish appears, chains shorten), not exact."""
+    for method in ("bcq_bmma", "bcq_imma"):
+        small, wide, deep = (float(gemv("H200", method, n, k, M, p).time_s) for n, k in
+                             ((N, K), (N * factor, K), (N, K * factor)))
+        assert deep >= small, (method, small, deep)
+        assert wide >= 0.8 * small, (method, small, wide)
+
+
+def test_exact_kernels_split_is_the_contracts():
+    exact = pytest.importorskip("reference.exact_mma")
+    from sim.gpu import contract_split
+    for N in (16, 100, 576, 1536, 4096, 6144, 8192, 14336, 28672, 57344, 128256):
+        for K in (256, 512, 1536, 4096, 8192, 14336, 28672, 49152):
+            for g in (32, 64, 96, 128, 192, 256):
+                if K % g:
+                    continue
+                split, n = contract_split(N, K, g)
+                want = exact.contract_split(N, K, g)
+                assert (int(split), int(n)) == (want, -(-(K // g) // (want // g))), (N, K, g)
+
+
+def test_exact_kernels_counted_constants_are_the_sources():
+    """Every count: constant of bcq_bmma / bcq_imma against gpu/kernels.py, reference/ and the .cu."""
+    import re
+    from pathlib import Path
+    kernels = pytest.importorskip("gpu.kernels", reason="gpu/ package not importable here")
+    exact = pytest.importorskip("reference.exact_mma")
+    kc = default_kernels()
+    b, i = kc.bcq_bmma, kc.bcq_imma
+    assert b.rows_per_block == i.rows_per_block == kernels.EXACT_ROWS_PER_BLOCK
+    assert b.step_inputs == kernels.BMMA_STEP and b.max_planes == kernels.BMMA_MAX_PLANES
+    assert i.max_planes == max(kernels.IMMA_PLANES) and i.batch_per_launch == kernels.IMMA_TILE
+    assert b.max_batch == i.max_batch == exact.MAX_MMA_BATCH and i.max_group == exact.MAX_GROUP
+    assert (b.split_max_inputs, b.split_min_inputs) == (exact.SPLIT_CHOICES[0], exact.SPLIT_CHOICES[-1])
+    assert b.split_work == exact.SPLIT_WORK and b.rows_per_block == exact.SPLIT_ROWS
+    assert max(s * m for s, m in kernels.BMMA_INSTANCES) == b.max_mma_columns
+    gpu_dir = Path(kernels.__file__).parent
+    bmma, imma = (gpu_dir / "bmma_gemv.cu").read_text(), (gpu_dir / "imma_gemm.cu").read_text()
+    assert re.search(r"kBmmaWarps = (\d+);", bmma).group(1) == str(b.warps_per_block)
+    assert re.search(r"kImmaWarps = (\d+);", imma).group(1) == str(i.warps_per_block)
+    assert int(re.search(r"kStepWordsI8 = (\d+);", imma).group(1)) * 32 == i.step_inputs
+    assert f"S * Mp <= {b.reduce_above} ? {b.blocks_per_sm} : {b.blocks_per_sm_reduced})" in bmma
+    assert f"P <= {i.reduce_above} ? {i.blocks_per_sm} : {i.blocks_per_sm_reduced})" in imma
+    for M in range(1, 17):   # what the model supports is what the wrappers take
+        for p in range(1, 6):
+            for g in (64, 128, 256):
+                sup_b = not np.isnan(float(gemv(H100, "bcq_bmma", 4096, 4096, M, p, g=g).time_s))
+                sup_i = not np.isnan(float(gemv(H100, "bcq_imma", 4096, 4096, M, p, g=g).time_s))
+                assert sup_b == kernels.bmma_supports(M, p, g) and sup_i == kernels.imma_supports(M, p, g), (M, p, g)
+
+
 def test_launch_geometry_is_the_wrappers():
     kernels = pytest.importorskip("gpu.kernels", reason="gpu/ package not importable here")
     for N in (16, 100, 576, 1536, 4096, 6144, 14336, 28672, 57344, 128256):

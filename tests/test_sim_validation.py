@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from sim.calibrate import FITS, all_measurements, bank_conflict_factor, fit_kernel, leave_one_out, with_params
+from sim.calibrate import FITS, all_measurements, fit_device, bank_conflict_factor, fit_kernel, leave_one_out, with_params
 from sim.kernels import default_kernels
 from sim.validate import ANCHORS_JSON, GPU_RESULTS_JSON, H200_RESULTS_JSON, load_anchors, load_gpu_results, summarise
 
@@ -54,7 +54,7 @@ def test_committed_constants_are_what_the_fit_gives(method):
     if sum(m.method == method for m in ms) < 4:
         pytest.skip(f"no {method} measurements committed yet")
     kc = default_kernels()
-    for (section, name), value in fit_kernel(method, ms, H100).items():
+    for (section, name), value in fit_kernel(method, ms, fit_device(method)).items():
         committed = getattr(getattr(kc, section), name)
         assert committed == pytest.approx(value, rel=0.01, abs=1e-8), f"{section}.{name}: refit {value:.4g}"
 
@@ -154,3 +154,38 @@ def test_results_loader_names_the_broken_rule(tmp_path, edit, message):
 def test_results_loader_says_where_the_file_comes_from(tmp_path):
     with pytest.raises(FileNotFoundError, match="benchmarks.gemv"):
         load_gpu_results(tmp_path / "absent.json")
+
+
+# ---------------------------------------------------------------- our tensor-core kernels (H200 only)
+
+EXACT_TOLERANCE = {"bcq_bmma": 0.10, "bcq_imma": 0.15}   # median abs error, in-sample and leave-one-out
+
+
+def h200_exact_or_skip():
+    return [m for m in gpu_results_or_skip(H200_RESULTS_JSON) if m.method in EXACT_TOLERANCE]
+
+
+def test_exact_kernels_are_fitted_on_the_h200_and_nothing_else_moves():
+    assert fit_device("bcq_bmma") == fit_device("bcq_imma") == "H200" and fit_device("bcq_lut") == H100
+    ms = all_measurements()
+    assert not any(m.method in ("fp16", "bcq_lut", "bcq_dequant") and m.source == H200_RESULTS_JSON.stem for m in ms)
+
+
+@pytest.mark.parametrize("method,n", [("bcq_bmma", 72), ("bcq_imma", 120)])
+def test_exact_kernels_match_the_h200_in_and_out_of_sample(method, n):
+    ms = h200_exact_or_skip()
+    s = summarise("H200", ms)[method]
+    assert s["n"] == n
+    assert s["median_abs_err"] <= EXACT_TOLERANCE[method], s
+    err = leave_one_out(method, ms)
+    assert np.median(np.abs(err)) <= EXACT_TOLERANCE[method], np.round(err, 3)
+
+
+def test_exact_kernels_batch_behaviour_is_the_measured_one():
+    """imma: batch 1-8 one launch (same cost), 9-16 two; bmma: cost grows with the batch bucket."""
+    from sim import gemv
+    t = lambda m, M, p=2: float(gemv("H200", m, 8192, 28672, M, p).time_s)  # noqa: E731
+    assert t("bcq_imma", 8) == pytest.approx(t("bcq_imma", 1), rel=0.02)   # only x and y bytes grow
+    assert t("bcq_imma", 16) > 1.9 * t("bcq_imma", 8)
+    assert t("bcq_bmma", 1) < t("bcq_bmma", 2) < t("bcq_bmma", 4)
+    assert np.isnan(t("bcq_bmma", 8)) and np.isnan(t("bcq_imma", 1, 5))   # bucket x 256/g > 8; p > 4
