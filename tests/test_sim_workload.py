@@ -55,3 +55,13 @@ def test_accelerator_decode_reports_energy_and_unsupported_is_nan():
     assert np.isnan(decode(H100, "llama-3.1-8b", "anyprec", 2).tokens_per_s)
     with pytest.raises(ValueError, match="^batch"):
         decode(H100, "llama-3.1-8b", "fp16", batch=0)
+
+
+def test_every_gpu_method_with_a_group_size_gets_it_passed():
+    """decode() and `bcq sim --shape` pass g only to the methods in G_METHODS: each method that takes
+    g must be listed, or its g is silently the default."""
+    import inspect
+    from sim.gpu import GPU_METHODS
+    from sim.workload import G_METHODS
+    takes_g = {name for name, fn in GPU_METHODS.items() if "g" in inspect.signature(fn).parameters}
+    assert takes_g == set(G_METHODS)
