@@ -207,11 +207,15 @@ def bcq_dequant(gpu, N, K, M=1, bits=2, *, g=128, kernels=None) -> Cost:
 
 
 def bcq_auto(gpu, N, K, M=1, bits=2, *, g=128, mu=None, kernels=None) -> Cost:
-    """The faster of our LUT kernel and dequantize + cuBLAS, per configuration (an ideal dispatcher
-    over these two only: bcq_bmma, bcq_imma and gpu.mma_gemm are not in it, docs/sim.md Limits)."""
-    lut = bcq_lut(gpu, N, K, M, bits, g=g, mu=mu, kernels=kernels)
-    deq = bcq_dequant(gpu, N, K, M, bits, g=g, kernels=kernels)
-    return select("bcq_auto", lut.time_s <= deq.time_s, lut, deq)  # NaN (LUT does not fit) -> dequantize
+    """The fastest of our paths per configuration, an ideal dispatcher: the 1-bit and int8 tensor-core
+    kernels where they take the call (bcq_bmma as if given its tiles), the LUT kernel, dequantize +
+    cuBLAS.  gpu.bcq_matmul picks by fixed batch thresholds instead; gpu.mma_gemm is not modelled."""
+    best = bcq_dequant(gpu, N, K, M, bits, g=g, kernels=kernels)
+    for path in (bcq_lut(gpu, N, K, M, bits, g=g, mu=mu, kernels=kernels),
+                 bcq_imma(gpu, N, K, M, bits, g=g, kernels=kernels),
+                 bcq_bmma(gpu, N, K, M, bits, g=g, kernels=kernels)):
+        best = select("bcq_auto", path.time_s < best.time_s, path, best)  # NaN (does not take it) never wins
+    return best
 
 
 def dequantize(gpu, N, K, bits=2, *, g=128, kernels=None) -> Cost:

@@ -196,9 +196,11 @@ def test_large_batches_dequantize_then_call_cublas():
     parts = float(dequantize(H100, 8192, 8192, 3).time_s) + float(fp16(H100, 8192, 8192, 64).time_s)
     assert float(big.time_s) == pytest.approx(parts) == float(gemv(H100, "bcq_dequant", 8192, 8192, 64, 3).time_s)
     assert float(big.bytes["w_fp16"]) == 2 * 8192 * 8192
-    auto = gemv(H100, "bcq_auto", 8192, 8192, np.array([1, 16]), 3)
-    lut, deq = (gemv(H100, m, 8192, 8192, np.array([1, 16]), 3).time_s for m in ("bcq_lut", "bcq_dequant"))
-    assert np.all(auto.time_s == np.minimum(lut, deq))
+    batches = np.array([1, 2, 4, 8, 16, 64])
+    auto = gemv(H100, "bcq_auto", 8192, 8192, batches, 3)
+    paths = [gemv(H100, m, 8192, 8192, batches, 3).time_s for m in ("bcq_lut", "bcq_dequant", "bcq_bmma", "bcq_imma")]
+    assert np.all(auto.time_s == np.nanmin(np.stack(paths), axis=0))  # the fastest path that takes the call
+    assert np.isnan(paths[2][-1]) and np.isnan(paths[3][-1]) and np.isfinite(auto.time_s[-1])
     assert np.isfinite(gemv("A100-80GB", "bcq_auto", 4096, 4096, 1, 2).time_s)  # falls back where LUT cannot run
 
 
