@@ -21,8 +21,9 @@ from sim import sweep  # noqa: E402
 from sim.workload import load_models  # noqa: E402
 
 FLOOR_PER_S = 100_000
-CASES = (("H100-SXM", "fp16"), ("H100-SXM", "bcq_lut"), ("H100-SXM", "anyprec"), ("H100-SXM", "bcq_fixed"),
-         ("H100-SXM", "int4"), ("FIGLUT", None))
+# bcq_auto prices every path of ours (bmma and imma where they take the call, LUT, dequantize + cuBLAS)
+CASES = (("H100-SXM", "fp16"), ("H100-SXM", "bcq_lut"), ("H100-SXM", "bcq_auto"), ("H100-SXM", "anyprec"),
+         ("H100-SXM", "bcq_fixed"), ("H100-SXM", "int4"), ("FIGLUT", None))
 
 
 def random_configs(n: int, seed: int = 0):

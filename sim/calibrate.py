@@ -32,6 +32,14 @@ from .hardware import get_device
 from .kernels import default_kernels
 from .validate import accelerator_report, load_accelerator_targets, predict_us
 
+
+def _exact_kernel_fit(section: str) -> dict:
+    """The constants of bcq_bmma / bcq_imma (sim/gpu.py _bcq_exact) that the fit sets, with their bounds."""
+    return {(section, "step_latency_s"): (0.3e-6, 0.0, 20e-6, 1e-7),
+            (section, "plane_step_latency_s"): (0.1e-6, 0.0, 20e-6, 1e-7),
+            (section, "fixed_s"): (3e-6, 0.0, 50e-6, 1e-6)}
+
+
 # (section, field): (initial, lower, upper, scale)
 FITS = {
     "fp16": {("cublas_fp16", "memory_efficiency"): (0.8, 0.3, 1.0, 0.1),
@@ -46,12 +54,8 @@ FITS = {
                 ("bcq_lut", "fixed_s"): (2e-6, 0.0, 50e-6, 1e-6)},
     "bcq_dequant": {("dequantize", "memory_efficiency"): (0.8, 0.1, 1.0, 0.1),
                     ("dequantize", "fixed_s"): (5e-6, 0.0, 50e-6, 1e-6)},
-    "bcq_bmma": {("bcq_bmma", "step_latency_s"): (0.3e-6, 0.0, 20e-6, 1e-7),
-                 ("bcq_bmma", "plane_step_latency_s"): (0.1e-6, 0.0, 20e-6, 1e-7),
-                 ("bcq_bmma", "fixed_s"): (3e-6, 0.0, 50e-6, 1e-6)},
-    "bcq_imma": {("bcq_imma", "step_latency_s"): (0.3e-6, 0.0, 20e-6, 1e-7),
-                 ("bcq_imma", "plane_step_latency_s"): (0.1e-6, 0.0, 20e-6, 1e-7),
-                 ("bcq_imma", "fixed_s"): (3e-6, 0.0, 50e-6, 1e-6)},
+    "bcq_bmma": _exact_kernel_fit("bcq_bmma"),
+    "bcq_imma": _exact_kernel_fit("bcq_imma"),
 }
 MIN_ROWS = {"fp16": 4, "anyprec": 4, "bcq_lut": 8, "bcq_dequant": 4, "bcq_bmma": 8, "bcq_imma": 8}
 # Where each method was measured (the device its fit runs on); the others are H100 fits.

@@ -221,11 +221,11 @@ def validation_markdown(results=None) -> str:
                            for m, v in g.items() if m != "rows"]))
     else:
         out.append("not measured yet (benchmarks/results/gemv_h100.json is absent)")
-    from .calibrate import FIT_DEVICE, all_measurements, leave_one_out
-    from .validate import H200_RESULTS_JSON
+    from .calibrate import FIT_DEVICE, leave_one_out
+    from .validate import H200_RESULTS_JSON, load_gpu_results
     out += ["", f"## Our tensor-core kernels on the H200 ({H200_RESULTS_JSON.name}; fitted there, in-sample)", ""]
     if H200_RESULTS_JSON.is_file():
-        ms = [m for m in all_measurements() if m.method in FIT_DEVICE]
+        ms = [m for m in load_gpu_results(H200_RESULTS_JSON) if m.method in FIT_DEVICE]
         h = summarise("H200", ms)
         out.append(_table(["layer", "M", "method", "bits", "measured us", "model us", "error"],
                           [(r["layer"], r["M"], r["method"], r["bits"], f"{r['measured_us']:.1f}",

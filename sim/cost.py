@@ -4,6 +4,9 @@ Every method in sim/ returns a ``Cost`` whose arrays are elementwise over the br
 (shapes, batches, bits), so one call prices a whole sweep.  The time of one kernel is
 
     busy   = fixed_s + max_r  demand_r / rate_r        r in {memory, issue, smem, tensor}
+                                                        (roofline's overlap_norm k: the k-norm of the
+                                                        times instead of their max, for kernels whose
+                                                        resources overlap only partly)
     time_s = max(launch_s, busy)                        back-to-back launches pipeline, so a
                                                         kernel costs at least the launch interval
 
@@ -91,11 +94,13 @@ class Cost:
 
 
 def roofline(method: str, device: str, resources_s: dict, fixed_s, launch_s: float, bytes_: dict, ops: dict,
-             flops, supported=None, energy_J=None) -> Cost:
-    """Cost of one kernel: time = max(launch, fixed + max over resources); see the module docstring."""
+             flops, supported=None, energy_J=None, overlap_norm=np.inf) -> Cost:
+    """Cost of one kernel: time = max(launch, fixed + the overlap_norm-norm of the resources' times),
+    the max (inf) for a kernel whose resources overlap fully, a sum (1) for one where they take turns;
+    see the module docstring."""
     names = list(resources_s)
     stack = np.stack(np.broadcast_arrays(*(np.asarray(resources_s[n], dtype=np.float64) for n in names)))
-    streaming = stack.max(axis=0)
+    streaming = np.linalg.norm(stack, ord=overlap_norm, axis=0)
     busy = fixed_s + streaming
     time = np.maximum(launch_s, busy)
     binding = np.where(launch_s >= busy, "launch",

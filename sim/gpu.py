@@ -35,8 +35,6 @@ above ``max_batch`` go through dequantize + cuBLAS (``bcq_dequant``).
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from .cost import Cost, as_arrays, ceil_div, roofline, select, serial
@@ -182,12 +180,8 @@ def _bcq_exact(method, gpu, N, K, M, bits, g, kernels) -> Cost:
     warps = blocks * c.warps_per_block
     ops = {"warp_steps": launches * warps * steps, "tensor_mma": launches * warps * steps * p *
            (2 * S * Mp if method == "bcq_bmma" else 2 * c.step_inputs / 32)}
-    cost = roofline(method, gpu.name, {"memory": memory, "latency": chain}, fixed, gpu.launch_s, b, ops,
-                    2 * M * N * K, supported=ok)
-    k = c.overlap_norm
-    both = chain + memory if k == 1 else (chain ** k + memory ** k) ** (1 / k)
-    time = np.maximum(gpu.launch_s, fixed + both)
-    return dataclasses.replace(cost, time_s=np.where(ok, time, np.nan))
+    return roofline(method, gpu.name, {"memory": memory, "latency": chain}, fixed, gpu.launch_s, b, ops,
+                    2 * M * N * K, supported=ok, overlap_norm=c.overlap_norm)
 
 
 def bcq_bmma(gpu, N, K, M=1, bits=2, *, g=128, kernels=None) -> Cost:
