@@ -32,6 +32,8 @@
 //       S_i = sum of acc over the 4 threads of a quad      (reduce-scatter: each thread keeps its items)
 //       a   = a + alpha_i * float(2 S_i - X)               (contract step 3, plane order)
 //     c = (a [+ beta float(X)]) * 2^(E - 15);  y_split[m, row] += c in group order
+//   (with PARTS warps per tile and split, each walks 1/PARTS of the steps; part 0 sums, the others
+//    keep their c for it: BmmaLater)
 //   last block of a row tile: y = sum of split partials, in split order; fp16
 
 #include <cuda_fp16.h>
@@ -127,11 +129,22 @@ struct BmmaStep {
 template <int S, int Mp>
 using BmmaShared = float[kBmmaWarps][kBmmaRows][Mp][S];  // one step's group results, per warp
 
+// PARTS warps share one 16-row tile's split, each walking a contiguous 1/PARTS of its steps, so a
+// layer with fewer (tile, split) pairs than a GPU has warp slots still fills them, with shorter
+// chains of steps.  The contract sums a split's groups in order from its first, and float addition
+// does not reassociate: so parts 1.. keep every group result (not a partial sum) here, and part 0,
+// having summed its own steps, adds them in step order after a block barrier.
+template <int S, int Mp, int PARTS>
+struct BmmaLater {
+  static constexpr int kLen = (kExactSplitInputs / 256 + PARTS - 1) / PARTS;  // steps per part
+  float v[PARTS > 1 ? kBmmaWarps / PARTS : 1][PARTS > 1 ? (PARTS - 1) * kLen : 1][kBmmaRows][Mp][S];
+};
+
 // The kernel body for P = p planes (P is a template parameter so that no code is spent on the
 // planes a call does not have).
-template <int S, int Mp, int P>
+template <int S, int Mp, int P, int PARTS>
 __device__ __forceinline__ void bmma_gemv_body(
-    BmmaShared<S, Mp>& cbuf, const u32* __restrict__ bfrag, const int* __restrict__ E_in,
+    BmmaShared<S, Mp>& cbuf, BmmaLater<S, Mp, PARTS>& later, const u32* __restrict__ bfrag, const int* __restrict__ E_in,
     const int* __restrict__ X_in, const u32* __restrict__ tiles, const __half* __restrict__ alpha,
     const __half* __restrict__ beta, __half* __restrict__ y, float* __restrict__ workspace,
     unsigned int* __restrict__ counters, int M, int N, int K, int p, int group_size) {
@@ -148,7 +161,10 @@ __device__ __forceinline__ void bmma_gemv_body(
   // a SM on one split, and the SMs of a shorter last split idled).
   const int tile = blockIdx.x, split = blockIdx.y;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, t = lane & 3;
-  const int n0 = (tile * kBmmaWarps + warp) * kBmmaRows;
+  constexpr int kTiles = kBmmaWarps / PARTS;  // 16-row tiles per block
+  static_assert(kBmmaWarps % PARTS == 0, "PARTS divides the block's warps");
+  const int sub = warp / PARTS, part = warp % PARTS;
+  const int n0 = (tile * kTiles + sub) * kBmmaRows;
   const int NT = (N + kBmmaRows - 1) / kBmmaRows;  // 16-row tiles; rows and steps past the ends are zero words
   // 32-bit offsets (gpu/kernels.py refuses tile and scale sets of 2^31 elements or more): fewer registers
   const u32 plane_stride = (u32)NT * KS * 64, alpha_stride = (u32)N * G;  // uint2 per plane; scales per plane
@@ -226,12 +242,22 @@ __device__ __forceinline__ void bmma_gemv_body(
 #pragma unroll
   for (int q = 0; q < YP; ++q) ysum[q] = 0.0f;
   const int s_begin = split * split_steps, s_end = min(s_begin + split_steps, KS);
+  constexpr int kLen = BmmaLater<S, Mp, PARTS>::kLen;
+  // This part's steps.  The small one-part variants see the whole split (their code is what it was
+  // before parts existed: 70B gate+up at batch 1 measured 0.97x with run-time bounds); the larger
+  // variants keep run-time bounds even with one part, with which ptxas moves fewer predicates through
+  // registers in their run-time-p loop (5 P2R instead of 12) and batch 2 measured 1.01-1.16x faster
+  // (benchmarks/results/h200/kernel_ab_bmma_parts.md).
+  constexpr bool kWholeSplit = PARTS == 1 && S * Mp <= 2;
+  const int ps_begin = kWholeSplit ? s_begin : min(s_begin + part * kLen, s_end);
+  const int ps_end = kWholeSplit ? s_end : min(ps_begin + kLen, s_end);
+  const bool any_step = kWholeSplit || ps_begin < ps_end;
   BmmaStep<S, Mp, P> cur, nxt;  // loads run one step ahead
-  load_weights(cur, s_begin);  // in flight while encode_bits may still run (dependent_launch.cuh)
-  wait_for_previous_kernel();
-  load_activations(cur, s_begin);
-  for (int s = s_begin; s < s_end; ++s) {
-    if (s + 1 < s_end) {
+  if (any_step) load_weights(cur, ps_begin);  // in flight while encode_bits may still run
+  wait_for_previous_kernel();                 // (dependent_launch.cuh)
+  if (any_step) load_activations(cur, ps_begin);
+  for (int s = ps_begin; s < ps_end; ++s) {
+    if (s + 1 < ps_end) {
       load_weights(nxt, s + 1);
       load_activations(nxt, s + 1);
     }
@@ -275,7 +301,13 @@ __device__ __forceinline__ void bmma_gemv_body(
         v = __fadd_rn(v, __fmul_rn(be, __int2float_rn(cur.X[it])));
       }
       // v 2^(E - 15): one multiply by a normal power of two is ldexp's rounding (subnormals included)
-      cbuf[warp][it_rl[it]][it_m[it]][it_slot[it]] = __fmul_rn(v, pow2(cur.E[it] - kFixBits));
+      v = __fmul_rn(v, pow2(cur.E[it] - kFixBits));
+      if (PARTS > 1 && part > 0) later.v[sub][s - s_begin - kLen][it_rl[it]][it_m[it]][it_slot[it]] = v;
+      else cbuf[warp][it_rl[it]][it_m[it]][it_slot[it]] = v;
+    }
+    if (PARTS > 1 && part > 0) {  // kept for part 0 (above)
+      cur = nxt;
+      continue;
     }
     __syncwarp();
     // Contract step 4: the groups of a split are summed in order, one lane per (row, batch row).
@@ -295,21 +327,39 @@ __device__ __forceinline__ void bmma_gemv_body(
     cur = nxt;
   }
 
+  if constexpr (PARTS > 1) {  // part 0 goes on summing the later parts' groups, in order
+    __syncthreads();
+    if (part == 0) {
 #pragma unroll
-  for (int q = 0; q < YP; ++q) {
-    const int pr = lane + 32 * q, rl = pr % kBmmaRows, m = pr / kBmmaRows, row = n0 + rl;
-    if (pr >= kBmmaRows * Mp || m >= M || row >= N) continue;
-    store_split_output(y, workspace, num_splits, split, M, N, m, row, ysum[q]);
+      for (int q = 0; q < YP; ++q) {
+        const int pr = lane + 32 * q, rl = pr % kBmmaRows, m = pr / kBmmaRows;
+        if (pr >= kBmmaRows * Mp) break;
+        for (int s = s_begin + kLen; s < s_end; ++s)
+#pragma unroll
+          for (int sl = 0; sl < S; ++sl) {
+            if (s * S + sl >= G) break;
+            ysum[q] = __fadd_rn(ysum[q], later.v[sub][s - s_begin - kLen][rl][m][sl]);
+          }
+      }
+    }
+  }
+  if (part == 0) {
+#pragma unroll
+    for (int q = 0; q < YP; ++q) {
+      const int pr = lane + 32 * q, rl = pr % kBmmaRows, m = pr / kBmmaRows, row = n0 + rl;
+      if (pr >= kBmmaRows * Mp || m >= M || row >= N) continue;
+      store_split_output(y, workspace, num_splits, split, M, N, m, row, ysum[q]);
+    }
   }
   if (num_splits == 1) return;
-  finish_split_k(workspace, counters, y, M, N, num_splits, tile * kBmmaWarps * kBmmaRows,
-                 kBmmaWarps * kBmmaRows, tile);
+  finish_split_k(workspace, counters, y, M, N, num_splits, tile * kTiles * kBmmaRows, kTiles * kBmmaRows, tile);
 }
 
 // S: groups per 256-input step (256 / g); Mp: batch rows rounded up to a power of two; S * Mp <= 8;
 // p <= kBmmaMaxP (gpu/kernels.py checks all three before launch).  4 blocks of 4 warps per SM for
 // the small variants: on the H200, 70B down at batch 1, 2-bit took 46.5 / 38.8 / 41.1 us with 3 / 4 / 5.
-template <int S, int Mp>
+// PARTS: warps per 16-row tile and split (1 or 2; BmmaLater says why), so a block covers 64 / PARTS rows.
+template <int S, int Mp, int PARTS>
 __global__ void __launch_bounds__(kBmmaWarps * 32, S * Mp <= 2 ? 4 : 2)
 bmma_gemv(const u32* __restrict__ bfrag, const int* __restrict__ E_in, const int* __restrict__ X_in,
           const u32* __restrict__ tiles,    // [p, ceil(N/16), ceil(K/256), 128]: bcq_core.layout.tile_planes
@@ -320,17 +370,22 @@ bmma_gemv(const u32* __restrict__ bfrag, const int* __restrict__ E_in, const int
           unsigned int* __restrict__ counters,
           int M, int N, int K, int p, int group_size) {
   __shared__ BmmaShared<S, Mp> cbuf;
+  __shared__ BmmaLater<S, Mp, PARTS> later;
+#define BCQ_BMMA_BODY(P) \
+  bmma_gemv_body<S, Mp, P, PARTS>(cbuf, later, bfrag, E_in, X_in, tiles, alpha, beta, y, workspace, counters, M, N, \
+                                  K, p, group_size)
   if constexpr (S * Mp >= 4) {  // one path for every p (the body checks p at run time): the
     // per-p paths of these larger variants run out of registers
-    bmma_gemv_body<S, Mp, kBmmaMaxP>(cbuf, bfrag, E_in, X_in, tiles, alpha, beta, y, workspace, counters, M, N, K, p, group_size);
+    BCQ_BMMA_BODY(kBmmaMaxP);
     return;
   }
   switch (p) {
-    case 1: bmma_gemv_body<S, Mp, 1>(cbuf, bfrag, E_in, X_in, tiles, alpha, beta, y, workspace, counters, M, N, K, p, group_size); break;
-    case 2: bmma_gemv_body<S, Mp, 2>(cbuf, bfrag, E_in, X_in, tiles, alpha, beta, y, workspace, counters, M, N, K, p, group_size); break;
-    case 3: bmma_gemv_body<S, Mp, 3>(cbuf, bfrag, E_in, X_in, tiles, alpha, beta, y, workspace, counters, M, N, K, p, group_size); break;
-    default: bmma_gemv_body<S, Mp, 4>(cbuf, bfrag, E_in, X_in, tiles, alpha, beta, y, workspace, counters, M, N, K, p, group_size); break;
+    case 1: BCQ_BMMA_BODY(1); break;
+    case 2: BCQ_BMMA_BODY(2); break;
+    case 3: BCQ_BMMA_BODY(3); break;
+    default: BCQ_BMMA_BODY(4); break;
   }
+#undef BCQ_BMMA_BODY
 }
 
 }  // namespace bcq

@@ -73,7 +73,8 @@ def _module(device_id: int, name: str, split: int = exact_mma.SPLIT_CHOICES[0]):
         code = code.replace(f'#include "{header.name}"', header.read_text())
     names = {"lut_gemv": [f"bcq::lut_gemv<{m}>" for m in BATCH_BUCKETS],
              "mma_gemm": ["bcq::encode_activations", "bcq::mma_gemm<1>", "bcq::mma_gemm<2>"],
-             "bmma_gemv": ["bcq::encode_bits"] + [f"bcq::bmma_gemv<{s}, {m}>" for s, m in BMMA_INSTANCES],
+             "bmma_gemv": ["bcq::encode_bits"] + [f"bcq::bmma_gemv<{s}, {m}, {q}>" for s, m in BMMA_INSTANCES
+                                                  for q in bmma_parts_choices(s, m)],
              "imma_gemm": ["bcq::encode_digits"] + [f"bcq::imma_gemm<{p}, {e}>" for p in IMMA_PLANES
                                                     for e in ("true", "false")],
              "dequantize": ["bcq::dequantize"]}[name]
@@ -232,6 +233,9 @@ def lut_gemv(x, planes, alpha, beta=None, *, group_size: int, out=None):
 EXACT_ROWS_PER_BLOCK = 64  # 4 warps x 16 rows (mma_gemm.cu, bmma_gemv.cu, imma_gemm.cu)
 # bmma_gemv.cu: (groups per 256-input step S = 256 / g, batch bucket Mp) with S * Mp <= 8; p <= 4
 BMMA_INSTANCES = tuple((s, m) for s in (1, 2, 4, 8) for m in (1, 2, 4, 8) if s * m <= 8)
+BMMA_PARTS = (1, 2)      # warps per 16-row tile and split (bmma_gemv.cu: BmmaLater)
+BMMA_PARTS_UP_TO_PLANES = 3
+BMMA_WARP_SLOTS = 16     # warps per SM of the variants with S * Mp <= 2 (4 blocks of 4, by registers)
 BMMA_MAX_PLANES = 4
 BMMA_STEP = 256
 BMMA_STEP_FRAG = 32 * 2 * 2  # uint32 of B fragments per batch row and step: [32 lanes, 2 mma, 2] (16 bit-planes)
@@ -241,6 +245,29 @@ def bmma_supports(M: int, p: int, group_size: int) -> bool:
     """Whether bmma_gemv takes this call: g divides 256, bucket(M) * 256 / g <= 8, p <= 4."""
     return (group_size <= BMMA_STEP and BMMA_STEP % group_size == 0 and 1 <= p <= BMMA_MAX_PLANES
             and 1 <= M <= MAX_MMA_BATCH and batch_bucket(M) * (BMMA_STEP // group_size) <= 8)
+
+
+def bmma_parts_choices(S: int, Mp: int) -> tuple[int, ...]:
+    """The parts bmma_gemv<S, Mp, parts> is compiled for: 1 and 2 for the small variants (S * Mp <= 2,
+    the ones 4 blocks fit per SM), 1 for the others (their registers allow only 2 blocks)."""
+    return BMMA_PARTS if S * Mp <= 2 else (1,)
+
+
+def bmma_parts(M: int, N: int, K: int, group_size: int, p: int, split: int, num_sms: int) -> int:
+    """Warps per 16-row tile and split for one bmma_gemv call: 2 where the call has at most 3 planes
+    and twice its (16-row tile, split) pairs, 2 ceil(N / 16) x splits, still fit the GPU's warp slots at
+    once (num_sms x 16), else 1.
+
+    With one warp per pair such a layer leaves SMs half empty, each warp walking its split's steps one
+    after the other; 2 parts halve the chains (on the H200, benchmarks/results/h200/bmma_parts_h200.md:
+    1.04-1.21x at 2 and 3 bits on 8B o, 8B down and 70B o; 4 parts slower everywhere, 2 parts at 4 bits
+    slower or the same).  It never changes a bit (bmma_gemv.cu keeps the contract's order).
+    split: the contract's, equalized (reference.exact_mma.contract_split).
+    """
+    choices = bmma_parts_choices(BMMA_STEP // group_size, batch_bucket(M))
+    pairs = -(-N // 16) * _num_splits(K // group_size, group_size, split)
+    fits = p <= BMMA_PARTS_UP_TO_PLANES and pairs * 2 <= num_sms * BMMA_WARP_SLOTS
+    return 2 if 2 in choices and fits else 1
 
 
 def tile_planes(planes):
@@ -255,7 +282,8 @@ def tile_planes(planes):
     return _back(tiles, tp)
 
 
-def bmma_gemv(x, tiles, alpha, beta=None, *, group_size: int, out=None, split: int | None = None):
+def bmma_gemv(x, tiles, alpha, beta=None, *, group_size: int, out=None, split: int | None = None,
+              parts: int | None = None):
     """y = x W_hat^T (float16 [M, N]) on 1-bit tensor cores; bit-exact with reference.exact_mma_gemm.
 
     tiles: the p planes in the tile layout, uint32 [p, ceil(N/16), ceil(K/256), 128]
@@ -264,6 +292,8 @@ def bmma_gemv(x, tiles, alpha, beta=None, *, group_size: int, out=None, split: i
     their 16 fixed-point bit-planes (bcq::encode_bits, one small launch).  Takes g in {32, 64, 128,
     256}, p <= 4 and batch up to 8 * g / 256 (rounded up to a power of two): 4 at g = 128.
     split: a nominal split of the contract (equalized by reference.exact_mma.contract_split); None = its choice.
+    parts: warps sharing each 16-row tile's split (``bmma_parts``' choice when None); the bytes are the
+    same for every choice.
     """
     exact_mma.check_split(split)
     x, tiles, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(
@@ -274,13 +304,18 @@ def bmma_gemv(x, tiles, alpha, beta=None, *, group_size: int, out=None, split: i
     if p * N * G >= 2 ** 31 or tiles.size >= 2 ** 31:  # the kernel's offsets are 32-bit (fewer registers)
         raise ValueError(f"alpha: bmma_gemv addresses scales and tiles with 32-bit offsets: p N G and the tiles' "
                          f"words must stay below 2^31; got p N G = {p * N * G}, {tiles.size} words")
-    S = BMMA_STEP // group_size
+    S, Mp = BMMA_STEP // group_size, batch_bucket(M)
+    if parts is None:
+        parts = bmma_parts(M, N, K, group_size, p, exact_mma.contract_split(N, K, group_size, split), _sm_count(dev))
+    elif parts not in bmma_parts_choices(S, Mp):
+        raise ValueError(f"parts: bmma_gemv takes {bmma_parts_choices(S, Mp)} at g={group_size}, batch bucket {Mp}; "
+                         f"got {parts}")
     with stream:
         KS = -(-K // BMMA_STEP)
         n_words = M * KS * 8  # one warp each
         _launch_exact(dev, stream, "bmma_gemv", "bcq::encode_bits", -(-n_words // 4), M * KS * BMMA_STEP_FRAG,
-                      f"bcq::bmma_gemv<{S}, {batch_bucket(M)}>", x, tiles, alpha, beta, out, M, N, K, G, p,
-                      group_size, split, after_encoder=True)
+                      f"bcq::bmma_gemv<{S}, {Mp}, {parts}>", x, tiles, alpha, beta, out, M, N, K, G, p,
+                      group_size, split, after_encoder=True, rows_per_block=EXACT_ROWS_PER_BLOCK // parts)
     return _back(out, tx)
 
 
@@ -346,17 +381,18 @@ def mma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: i
 
 
 def _launch_exact(dev, stream, module, encoder, encode_blocks, n_frag, kernel, x, planes, alpha, beta, out,
-                  M, N, K, G, p, group_size, split, after_encoder=False):
+                  M, N, K, G, p, group_size, split, after_encoder=False, rows_per_block=EXACT_ROWS_PER_BLOCK):
     """The two launches of every exact tensor-core kernel, on the current stream: the encoder turns x
     into the kernel's activation fragments (n_frag words) and each group's E and X, then the GEMM
     (grid: 64-row tiles of 4 warps x contract splits, so that the blocks resident on a SM mix
     splits; p is passed unless the kernel has it as a template parameter, p=None; split None = the
     contract's for the shape).  after_encoder: the kernel may start while its encoder still runs
     (gpu/launch.py), which only a kernel that waits for it (dependent_launch.cuh) may ask for;
-    bmma_gemv does, the int8 and fp16 kernels measured slower or no faster that way (docs/kernels.md)."""
+    bmma_gemv does, the int8 and fp16 kernels measured slower or no faster that way (docs/kernels.md).
+    rows_per_block: 64 but for bmma_gemv with parts > 1 (64 / parts)."""
     split = exact_mma.contract_split(N, K, group_size, split)
     num_splits = _num_splits(G, group_size, split)
-    row_tiles = -(-N // EXACT_ROWS_PER_BLOCK)
+    row_tiles = -(-N // rows_per_block)
     enc = _encoded(dev, stream.ptr, n_frag + 2 * M * G)
     frag, E, X = enc[:n_frag], enc[n_frag:n_frag + M * G].view(np.int32), enc[n_frag + M * G:].view(np.int32)
     ws, ctr = _workspace(dev, stream.ptr, num_splits * M * N if num_splits > 1 else 0, row_tiles)

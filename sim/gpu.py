@@ -149,6 +149,23 @@ def contract_split(N, K, g=128, kernels=None):
     return ceil_div(per, u) * u * g, n
 
 
+def _parts(c, gpu, N, splits, p, reduced):
+    """Warps per 16-row tile and split: 2 where twice the (16-row tile, split) pairs fit the warp slots."""
+    pairs = ceil_div(N, c.rows_per_block / c.warps_per_block) * splits
+    return np.where((c.max_parts >= 2) & ~reduced & (p <= c.parts_up_to_planes)
+                    & (2 * pairs <= gpu.sms * c.warp_slots_per_sm), 2.0, 1.0)
+
+
+def bmma_parts(gpu, N, K, M=1, bits=2, *, g=128, kernels=None):
+    """gpu/kernels.py bmma_parts, vectorised (a test checks it): the parts bcq_bmma is modelled with."""
+    gpu, kc = _ctx(gpu, kernels)
+    c = kc.bcq_bmma
+    N, K, M, p, g = as_arrays(N, K, M, bits, g)
+    Mp = 2.0 ** np.ceil(np.log2(np.clip(M, 1, c.max_batch)))
+    S = np.where(256 % g == 0, 256 / np.maximum(g, 1), np.inf)
+    return _parts(c, gpu, N, contract_split(N, K, g, kc)[1], p, S * Mp > c.reduce_above)
+
+
 def _bcq_exact(method, gpu, N, K, M, bits, g, kernels) -> Cost:
     """bcq_bmma / bcq_imma: one chain of contract-split steps per warp, waves of resident blocks."""
     gpu, kc = _ctx(gpu, kernels)
@@ -166,11 +183,12 @@ def _bcq_exact(method, gpu, N, K, M, bits, g, kernels) -> Cost:
     else:
         reduced = p > c.reduce_above
     split, splits = contract_split(N, K, g, kc)
-    row_tiles = ceil_div(N, c.rows_per_block)
+    parts = _parts(c, gpu, N, splits, p, reduced)
+    row_tiles = ceil_div(N, c.rows_per_block / parts)
     blocks = row_tiles * splits
     per_sm = np.where(reduced, c.blocks_per_sm_reduced, c.blocks_per_sm)
     waves = ceil_div(blocks, gpu.sms * per_sm)
-    steps = split / c.step_inputs                                     # steps of one warp's split
+    steps = split / c.step_inputs / parts                             # steps of one warp's share of a split
     batch_factor = Mp if c.batch_scales_chain else 1.0
     chain = launches * waves * steps * batch_factor * (c.step_latency_s + c.plane_step_latency_s * p)
     b = {"planes": launches * p * N * K / 8, "scales": launches * 2 * p * N * (K / g), "x": 2 * M * K,

@@ -68,7 +68,8 @@ class BcqExact:
     """Our exact tensor-core kernels (bcq_bmma: 1-bit mma, bcq_imma: int8 mma), gpu/{bmma_gemv,imma_gemm}.cu.
 
     time = launches x (fixed + split_finish [splits > 1] + (chain^k + memory^k)^(1/k)),
-    chain = waves x steps per warp x batch factor x (step_latency + plane_step_latency x p).
+    chain = waves x steps per warp x batch factor x (step_latency + plane_step_latency x p),
+    steps per warp = split steps / parts (bcq_bmma: 2 parts where gpu/kernels.py bmma_parts takes them).
     """
     max_batch: int
     max_planes: int
@@ -82,6 +83,9 @@ class BcqExact:
     reduce_above: int
     batch_scales_chain: int
     max_mma_columns: int
+    max_parts: int
+    parts_up_to_planes: int
+    warp_slots_per_sm: int
     split_max_inputs: int
     split_min_inputs: int
     split_work: int

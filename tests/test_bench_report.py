@@ -53,3 +53,16 @@ def test_targets_use_the_fastest_bit_exact_kernel():
         r["fraction_of_floor"] = r["floor_us"] / r["us"]
     lines = target_report(recs)
     assert all("missed" not in line for line in lines if "M=1" in line and "floor" in line), lines
+
+
+def test_bmma_parts_table_marks_the_rules_cost_and_unequal_bytes():
+    from benchmarks.bmma_parts import markdown
+    meta = dict(gpu="G", command="python -m benchmarks.bmma_parts", date="d", group_size=128, num_sms=132)
+    rows = [dict(layer="70B o", N=8192, K=8192, M=1, bits=2, us={"1": 15.0, "2": 12.5}, picked=2, best=2,
+                 floor_us=4.5, bytes_equal=True),
+            dict(layer="70B down", N=8192, K=28672, M=1, bits=4, us={"1": 46.0, "2": 61.0}, picked=2, best=1,
+                 floor_us=31.7, bytes_equal=False)]
+    md = markdown(meta, rows)
+    assert "| 70B o | 1 | 2 | 15.0 | 12.5 | 2 | 2 | 1.00 | yes |" in md
+    assert "| 70B down | 1 | 4 | 46.0 | 61.0 | 2 | 1 | 1.33 | **no** |" in md   # the rule's pick costs 1.33x
+    assert "parts 1 / picked: min 0.75×, median 0.98×, max 1.20×; outputs equal in 1 of 2 cases." in md

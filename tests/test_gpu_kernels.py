@@ -189,7 +189,7 @@ def test_mma_gemm_close_to_float64():
 
 # --- the 1-bit tensor-core path (gpu/bmma_gemv.cu): the same contract, the same bytes ------------
 from bcq_core.layout import tile_planes  # noqa: E402
-from gpu.kernels import bmma_supports  # noqa: E402
+from gpu.kernels import bmma_parts_choices, bmma_supports  # noqa: E402
 
 
 def tiled(dev):
@@ -219,6 +219,21 @@ def test_bmma_gemv_several_splits(M, N, G, p, split, seed):
     dev = tiled([cupy.asarray(a) for a in (x, planes, alpha, beta)])
     assert_same_bytes(cupy.asnumpy(gpu.bmma_gemv(*dev, group_size=128, split=split)),
                       exact_mma_gemm(x, planes, alpha, beta, group_size=128, split=split))
+
+
+@settings(max_examples=max(EXAMPLES // 3, 2), deadline=None, suppress_health_check=list(HealthCheck))
+@given(N=st.integers(1, 200), g=st.sampled_from([128, 256]), G=st.integers(1, 160), p=st.integers(1, 4),
+       split=st.sampled_from(SPLIT_CHOICES), kind=st.sampled_from(VALUE_KINDS), data=st.data(),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_bmma_gemv_with_parts_matches_reference_bytes(N, g, G, p, split, kind, data, seed):
+    """Warps sharing a split's steps (parts) keep the contract's order: the reference's bytes for every
+    parts, including splits of fewer steps than parts (some warps then have none)."""
+    M = data.draw(st.sampled_from([m for m in (1, 2) if len(bmma_parts_choices(256 // g, m)) > 1]))
+    x, planes, alpha, beta = random_problem(np.random.default_rng(seed), M, N, g * G, p, g, with_beta=True, kind=kind)
+    dev = tiled([cupy.asarray(a) for a in (x, planes, alpha, beta)])
+    want = exact_mma_gemm(x, planes, alpha, beta, group_size=g, split=split)
+    for parts in bmma_parts_choices(256 // g, M):
+        assert_same_bytes(cupy.asnumpy(gpu.bmma_gemv(*dev, group_size=g, split=split, parts=parts)), want)
 
 
 @pytest.mark.parametrize("N,K,g", [(4096, 4096, 128), (1536, 576, 64), (576, 1536, 64), (8192, 28672, 128)])
@@ -269,6 +284,10 @@ def test_bmma_gemv_refuses_what_it_does_not_take():
         gpu.bmma_gemv(x[:1], tiles[:1], alpha, group_size=128)  # one plane for a 2-plane scale set
     with pytest.raises(ValueError, match="planes: must be uint32"):
         gpu.tile_planes(planes.view(cupy.int32))
+    with pytest.raises(ValueError, match=r"parts: bmma_gemv takes \(1, 2\)"):
+        gpu.bmma_gemv(x[:1], tiles, alpha, group_size=128, parts=3)
+    with pytest.raises(ValueError, match=r"parts: bmma_gemv takes \(1,\)"):
+        gpu.bmma_gemv(x[:2], tiles, alpha, group_size=128, parts=2)  # the batch-2 variant at g = 128
 
 
 # --- the int8 tensor-core path (gpu/imma_gemm.cu): the same contract, the same bytes -------------

@@ -7,6 +7,7 @@ from hypothesis import example, given, settings, strategies as st
 
 from sim import default_kernels, gemv, launch_geometry, sweep
 from sim.gpu import dequantize, fp16, lut_smem_bytes
+from sim.hardware import get_device
 
 H100 = "H100-SXM"
 FAST = settings(max_examples=40, deadline=None)
@@ -90,6 +91,20 @@ def test_exact_kernels_split_is_the_contracts():
                 assert (int(split), int(n)) == (want, -(-(K // g) // (want // g))), (N, K, g)
 
 
+def test_bmma_parts_are_the_kernels():
+    kernels = pytest.importorskip("gpu.kernels", reason="gpu/ package not importable here")
+    exact = pytest.importorskip("reference.exact_mma")
+    from sim.gpu import bmma_parts
+    gpu = get_device("H200")
+    for N in (16, 576, 4096, 8192, 10240, 57344):
+        for K in (1536, 4096, 8192, 14336, 28672):
+            for g in (64, 128, 256):
+                for M in (1, 2):
+                    for p in (2, 3, 4):
+                        want = kernels.bmma_parts(M, N, K, g, p, exact.contract_split(N, K, g), gpu.sms)
+                        assert float(bmma_parts(gpu, N, K, M, p, g=g)) == want, (N, K, g, M, p)
+
+
 def test_exact_kernels_counted_constants_are_the_sources():
     """Every count: constant of bcq_bmma / bcq_imma against gpu/kernels.py, reference/ and the .cu."""
     import re
@@ -105,6 +120,8 @@ def test_exact_kernels_counted_constants_are_the_sources():
     assert (b.split_max_inputs, b.split_min_inputs) == (exact.SPLIT_CHOICES[0], exact.SPLIT_CHOICES[-1])
     assert b.split_work == exact.SPLIT_WORK and b.rows_per_block == exact.SPLIT_ROWS
     assert max(s * m for s, m in kernels.BMMA_INSTANCES) == b.max_mma_columns
+    assert max(kernels.BMMA_PARTS) == b.max_parts and i.max_parts == 1
+    assert kernels.BMMA_PARTS_UP_TO_PLANES == b.parts_up_to_planes and kernels.BMMA_WARP_SLOTS == b.warp_slots_per_sm
     gpu_dir = Path(kernels.__file__).parent
     bmma, imma = (gpu_dir / "bmma_gemv.cu").read_text(), (gpu_dir / "imma_gemm.cu").read_text()
     assert re.search(r"kBmmaWarps = (\d+);", bmma).group(1) == str(b.warps_per_block)
