@@ -13,17 +13,14 @@ Results: OUT/bmma_parts_<gpu>.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bcq_core.fileio import atomic_write_text
-
 from .gemv import (BITS, GROUP, LAYERS, bcq_bytes, copies_beyond_l2, copy_bandwidth, device_name, gpu_slug,
-                   random_weights, time_graph)
+                   random_weights, save_results, time_graph)
 
 
 def run(out_dir: Path, layers=LAYERS, batches=(1,), bits=BITS, command=""):
@@ -70,8 +67,7 @@ def run(out_dir: Path, layers=LAYERS, batches=(1,), bits=BITS, command=""):
     meta = dict(gpu=gpu_name, num_sms=num_sms, copy_bandwidth_Bps=bw, group_size=GROUP,
                 date=time.strftime("%Y-%m-%d"), command=command)
     stem = f"bmma_parts_{gpu_slug(gpu_name)}"
-    atomic_write_text(out_dir / f"{stem}.json", json.dumps(dict(meta=meta, rows=rows), indent=1))
-    atomic_write_text(out_dir / f"{stem}.md", markdown(meta, rows))
+    save_results(out_dir, stem, meta, "rows", rows, markdown(meta, rows))
     return meta, rows
 
 

@@ -76,6 +76,12 @@ def copies_beyond_l2(nbytes: int) -> int:
     return max(2, -(-L2_MARGIN_BYTES // nbytes))
 
 
+def save_results(out_dir: Path, stem: str, meta: dict, rows_key: str, rows: list, md: str) -> None:
+    """OUT/<stem>.json ({"meta": ..., rows_key: rows}) and OUT/<stem>.md, each written atomically."""
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps({"meta": meta, rows_key: rows}, indent=1))
+    atomic_write_text(out_dir / f"{stem}.md", md)
+
+
 def device_name(props) -> str:
     """The GPU's name from cupy.cuda.runtime.getDeviceProperties (bytes or str, by CuPy version)."""
     return props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
@@ -222,8 +228,7 @@ def run(out_dir: Path, layers=LAYERS, batches=BATCHES, bits=BITS, quick=False):
                 date=time.strftime("%Y-%m-%d"), command="python -m benchmarks.gemv --out benchmarks/results",
                 method="CUDA-graph replay of 40 calls cycling through weight copies larger than L2, median of 15 replays; cuBLAS through torch.matmul")
     stem = f"gemv_{gpu_slug(meta['gpu'])}"
-    atomic_write_text(out_dir / f"{stem}.json", json.dumps(dict(meta=meta, records=records), indent=1))
-    atomic_write_text(out_dir / f"{stem}.md", markdown(meta, records))
+    save_results(out_dir, stem, meta, "records", records, markdown(meta, records))
     print(markdown(meta, records))
     return meta, records
 

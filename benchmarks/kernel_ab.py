@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bcq_core.fileio import atomic_write_text
-
 from .gemv import (BITS, GROUP, LAYERS, bcq_bytes, copies_beyond_l2, copy_bandwidth, device_name, gpu_slug,
-                   kernel_weights, random_weights, time_graph)
+                   kernel_weights, random_weights, save_results, time_graph)
 
 KERNELS = ("lut_gemv", "bmma_gemv", "imma_gemm", "mma_gemm")  # same arguments: (x, weights, alpha, group_size, out)
 
@@ -89,8 +86,7 @@ def run(base, kernel: str, out_dir: Path, layers=LAYERS, batches=(1, 2), bits=BI
     meta = dict(gpu=gpu_name, kernel=kernel, base=base_dir, copy_bandwidth_Bps=bw, group_size=GROUP,
                 date=time.strftime("%Y-%m-%d"), command=command)
     stem = f"kernel_ab_{kernel}_{gpu_slug(gpu_name)}"
-    atomic_write_text(out_dir / f"{stem}.json", json.dumps(dict(meta=meta, rows=rows), indent=1))
-    atomic_write_text(out_dir / f"{stem}.md", markdown(meta, rows))
+    save_results(out_dir, stem, meta, "rows", rows, markdown(meta, rows))
     return meta, rows
 
 

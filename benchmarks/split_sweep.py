@@ -14,15 +14,13 @@ Writes OUT/split_sweep_<gpu>.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bcq_core.fileio import atomic_write_text
 from benchmarks.gemv import (GROUP, LAYERS, copies_beyond_l2, device_name, gpu_slug, kernel_weights, random_weights,
-                             time_graph)
+                             save_results, time_graph)
 
 SPLITS = (8192, 4096, 2048, 1024)  # reference.exact_mma.SPLIT_CHOICES
 SHAPES = ("8B o", "8B down", "70B gate+up", "70B down")
@@ -58,8 +56,7 @@ def run(out_dir: Path, splits=SPLITS, shapes=SHAPES, cases=CASES, bits=BITS):
                 date=time.strftime("%Y-%m-%d"),
                 command="python -m benchmarks.split_sweep --out benchmarks/results", group_size=GROUP)
     stem = f"split_sweep_{gpu_slug(meta['gpu'])}"
-    atomic_write_text(out_dir / f"{stem}.json", json.dumps(dict(meta=meta, records=records), indent=1))
-    atomic_write_text(out_dir / f"{stem}.md", markdown(meta, records))
+    save_results(out_dir, stem, meta, "records", records, markdown(meta, records))
     print(markdown(meta, records))
     return records
 
