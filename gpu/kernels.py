@@ -260,7 +260,7 @@ def bmma_parts(M: int, N: int, K: int, group_size: int, p: int, split: int, num_
 
     With one warp per pair such a layer leaves SMs half empty, each warp walking its split's steps one
     after the other; 2 parts halve the chains (on the H200, benchmarks/results/h200/bmma_parts_h200.md:
-    1.04-1.21x at 2 and 3 bits on 8B o, 8B down and 70B o; 4 parts slower everywhere, 2 parts at 4 bits
+    1.04-1.21x at 2 and 3 bits on 8B o, 8B down and 70B o; 4 parts never the fastest, 2 parts at 4 bits
     slower or the same).  It never changes a bit (bmma_gemv.cu keeps the contract's order).
     split: the contract's, equalized (reference.exact_mma.contract_split).
     """
