@@ -73,7 +73,7 @@ def launch_geometry(gpu, N, K, M, kernels=None):
     gpu, kc = _ctx(gpu, kernels)
     c = kc.bcq_lut
     N, K, M = as_arrays(N, K, M)
-    Mp = 2.0 ** np.ceil(np.log2(np.clip(M, 1, c.max_batch)))
+    Mp = _batch_bucket(M, c.max_batch)
     W = 32 / Mp
     num_tiles = ceil_div(ceil_div(K, 32), W)
     num_splits = ceil_div(num_tiles, (c.split_inputs / 32) / W)
@@ -149,6 +149,16 @@ def contract_split(N, K, g=128, kernels=None):
     return ceil_div(per, u) * u * g, n
 
 
+def _batch_bucket(M, max_batch):
+    """Mp: the batch M rounded up to a power of two (reference.lut_gemv.batch_bucket), at most max_batch."""
+    return 2.0 ** np.ceil(np.log2(np.clip(M, 1, max_batch)))
+
+
+def _bucket_and_step_groups(c, M, g):
+    """(Mp, S): the batch bucket and the groups per 256-input step (inf where g does not divide 256)."""
+    return _batch_bucket(M, c.max_batch), np.where(256 % g == 0, 256 / np.maximum(g, 1), np.inf)
+
+
 def _parts(c, gpu, N, splits, p, reduced):
     """Warps per 16-row tile and split: 2 where twice the (16-row tile, split) pairs fit the warp slots."""
     pairs = ceil_div(N, c.rows_per_block / c.warps_per_block) * splits
@@ -161,8 +171,7 @@ def bmma_parts(gpu, N, K, M=1, bits=2, *, g=128, kernels=None):
     gpu, kc = _ctx(gpu, kernels)
     c = kc.bcq_bmma
     N, K, M, p, g = as_arrays(N, K, M, bits, g)
-    Mp = 2.0 ** np.ceil(np.log2(np.clip(M, 1, c.max_batch)))
-    S = np.where(256 % g == 0, 256 / np.maximum(g, 1), np.inf)
+    Mp, S = _bucket_and_step_groups(c, M, g)
     return _parts(c, gpu, N, contract_split(N, K, g, kc)[1], p, S * Mp > c.reduce_above)
 
 
@@ -172,10 +181,8 @@ def _bcq_exact(method, gpu, N, K, M, bits, g, kernels) -> Cost:
     c = getattr(kc, method)
     N, K, M, p, g = as_arrays(N, K, M, bits, g)
     _check_positive(N=N, K=K, M=M, bits=p)
-    Mp = 2.0 ** np.ceil(np.log2(np.clip(M, 1, c.max_batch)))
-    S = np.where(256 % g == 0, 256 / np.maximum(g, 1), np.inf)        # groups per 256-input step
+    Mp, S = _bucket_and_step_groups(c, M, g)
     launches = ceil_div(M, c.batch_per_launch)
-    Ml = np.minimum(M, c.batch_per_launch)                            # batch rows of one launch
     ok = (p == np.round(p)) & (p <= c.max_planes) & (M <= c.max_batch) & (g <= c.max_group)
     if method == "bcq_bmma":
         ok &= (S * Mp <= c.max_mma_columns)
