@@ -66,7 +66,7 @@ __global__ void encode_bits(const __half* __restrict__ x, u32* __restrict__ bfra
   const int s = w / kStepWords, t = (w % kStepWords) >> 1, e = w & 1;
   u32 word = 0u;  // lane j < 16: bit-plane j of this word
   if (w < KW) {
-    const int f = warp_fix(x + (size_t)m * K, w, group_size, E_out + m * G, X_out + m * G, lane);
+    const int f = warp_fix(x + (size_t)m * K, w, group_size, E_out + m * G, X_out + m * G, 1, lane);
 #pragma unroll
     for (int j = 0; j < kXPlanes; ++j) {
       const u32 b = __ballot_sync(0xffffffffu, ((u32)f >> j) & 1u);

@@ -15,10 +15,10 @@ __device__ __forceinline__ float pow2(int e) { return __int_as_float((127 + e) <
 // fix = rint(x 2^(15 - E)) of input 32 w + lane of the row xr (K inputs), E from the group's amax
 // (amax = f 2^E, f in [1/2, 1); E = 0 for an all-zero group).  x 2^(15 - E) is exact (a power of
 // two, no overflow: |x| 2^(15 - E) < 2^15), so this equals the reference's ldexp.  The warp of a
-// group's first word writes the group's E and X = sum of its fix to E_row[grp], X_row[grp].
+// group's first word writes the group's E and X = sum of its fix to E_row[grp stride], X_row[grp stride].
 // Call with the whole warp (it shuffles).
 __device__ __forceinline__ int warp_fix(const __half* __restrict__ xr, int w, int group_size,
-                                        int* __restrict__ E_row, int* __restrict__ X_row, int lane) {
+                                        int* __restrict__ E_row, int* __restrict__ X_row, int stride, int lane) {
   const int wpg = group_size >> 5, grp = w / wpg;
   const __half* xg = xr + (size_t)grp * group_size;
   float amax = 0.0f;
@@ -34,8 +34,8 @@ __device__ __forceinline__ int warp_fix(const __half* __restrict__ xr, int w, in
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) X += __shfl_xor_sync(0xffffffffu, X, o);
     if (lane == 0) {
-      E_row[grp] = E;
-      X_row[grp] = X;
+      E_row[grp * stride] = E;
+      X_row[grp * stride] = X;
     }
   }
   return __float2int_rn(__fmul_rn(__half2float(xr[(size_t)w * 32 + lane]), scale));

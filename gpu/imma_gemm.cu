@@ -21,7 +21,9 @@
 // (128 inputs).  A step's plane words (16 bytes per row and plane) and its B fragments (512 bytes
 // per word, the same for every row) go global -> shared memory by cp.async, STAGES - 1 steps ahead
 // of the step being multiplied: the loads in flight no longer depend on how many warps fit or on
-// registers, and the block fetches the activations once instead of once per warp.
+// registers, and the block fetches the activations once instead of once per warp.  At g = 128 (MODE
+// kGroupIsStep, the common case) a step is exactly one group: its X and E come through the ring too,
+// the step's first mma starts the sums (no zeroing), and no word needs a bounds check.
 //
 // Loop nest of one warp (16 rows, one split of the contract's groups):
 //   for step in split:                    (steps s+1 .. s+STAGES-1 in flight to shared memory)
@@ -47,18 +49,25 @@ constexpr int kWordFrag = kDigits * 32;  // B fragments of one word: [2 digits][
 constexpr u32 kByteOnes = 0x01010101u;
 constexpr int kImmaSmemBytes = 46 * 1024;  // the ring stays under the 48 KB of static shared memory
 
-// x [M, K] (M <= 8) -> digits uint2 [K/32 words, 2 digits, 32 lanes], E int [M, G], X int [M, G].
+// x [M, K] (M <= 8) -> digits uint2 [K/32 words, 2 digits, 32 lanes], E int [G, 8], X int [G, 8].
 // Lane (4 n + tig)'s uint2 of digit d: .x byte j = byte d of fix[n, 32 word + tig + 8 j] (two's
-// complement int16), .y byte j = of input tig + 4 + 8 j; zero for n >= M.  One warp per (n < 8, word):
-// lane k owns input 32 word + k (fixed_point.cuh), and gathers the bytes of its register by four shuffles.
+// complement int16), .y byte j = of input tig + 4 + 8 j; zero for n >= M.  E and X hold a group's 8 batch
+// rows side by side (zero for n >= M), so that a thread's two batch rows are one 8-byte load and a
+// group's one 32-byte copy.  One warp per (n < 8, word): lane k owns input 32 word + k (fixed_point.cuh),
+// and gathers the bytes of its register by four shuffles.
 __global__ void encode_digits(const __half* __restrict__ x, u32* __restrict__ digits, int* __restrict__ E_out,
                               int* __restrict__ X_out, int M, int K, int group_size) {
-  const int KW = K >> 5, G = K / group_size;
+  const int KW = K >> 5, wpg = group_size >> 5;
   const int idx = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
   if (idx >= 8 * KW) return;  // whole warps leave together
   const int n = idx / KW, w = idx % KW;
   int f = 0;
-  if (n < M) f = warp_fix(x + (size_t)n * K, w, group_size, E_out + n * G, X_out + n * G, lane);
+  if (n < M) {
+    f = warp_fix(x + (size_t)n * K, w, group_size, E_out + n, X_out + n, 8, lane);
+  } else if (lane == 0 && w % wpg == 0) {
+    E_out[(w / wpg) * 8 + n] = 0;
+    X_out[(w / wpg) * 8 + n] = 0;
+  }
   // lane < 16 builds register (tig = lane % 4, r = lane / 4 = 2 d + half)
   const int tig = lane & 3, r = (lane >> 2) & 3, d = r >> 1, half = r & 1;
   u32 reg = 0u;
@@ -70,17 +79,20 @@ __global__ void encode_digits(const __half* __restrict__ x, u32* __restrict__ di
   if (lane < 16) digits[(((size_t)w * kDigits + d) * 32 + n * 4 + tig) * 2 + half] = reg;
 }
 
-// c += A B over 32 k; A: the plane bits as s8 0 / 1; B: digit D of fix, u8 (D = 0: the low byte) or s8 (D = 1)
-template <int D>
+// c = (FRESH ? 0 : c) + A B over 32 k; A: the plane bits as s8 0 / 1; B: digit D of fix, u8 (D = 0: the
+// low byte) or s8 (D = 1).  FRESH starts a group's sum without zeroing the accumulators first.
+template <int D, bool FRESH = false>
 __device__ __forceinline__ void imma_16832(int (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
-  if constexpr (D == 0)
-    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.u8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  else
-    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#define BCQ_IMMA(TYPES, OUT, CIN)                                                                       \
+  asm("mma.sync.aligned.m16n8k32.row.col.s32.s8." TYPES ".s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, " CIN \
+      ";\n"                                                                                             \
+      : OUT(c[0]), OUT(c[1]), OUT(c[2]), OUT(c[3])                                                      \
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "r"(0))
+  if constexpr (D == 0 && FRESH) BCQ_IMMA("u8", "=r", "{%10,%10,%10,%10}");
+  else if constexpr (D == 0) BCQ_IMMA("u8", "+r", "{%0,%1,%2,%3}");
+  else if constexpr (FRESH) BCQ_IMMA("s8", "=r", "{%10,%10,%10,%10}");
+  else BCQ_IMMA("s8", "+r", "{%0,%1,%2,%3}");
+#undef BCQ_IMMA
 }
 
 // cp.async global -> shared; src_bytes = 0 fills zeros without reading (rows past N, words past K).
@@ -96,32 +108,52 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-// One ring slot: a step's plane words ([plane][block row] -> 4 words) and B fragments.
+// How the contract's groups fall on the 4-word steps: a template parameter, chosen by gpu/kernels.py.
+constexpr int kGroupsInStep = 0;     // g < 128: groups end anywhere, several in one step
+constexpr int kGroupEndsInStep = 1;  // g > 128: at most one group ends in a step
+constexpr int kGroupIsStep = 2;      // g = 128: a step is exactly one group
+
+// One ring slot: a step's plane words ([plane][block row] -> 4 words), B fragments, and (kGroupIsStep)
+// the X and E of the step's group ([batch row pair] -> rows 2 t, 2 t + 1, one 8-byte load per thread).
 template <int P>
 struct ImmaSlot {
   uint4 planes[P][kImmaWarps * kImmaRows];
   uint2 frag[kStepWordsI8][kWordFrag];
+  int2 X[4], E[4];
 };
 template <int P>
 constexpr int kImmaStages = kImmaSmemBytes / (int)sizeof(ImmaSlot<P>) < 8 ? kImmaSmemBytes / (int)sizeof(ImmaSlot<P>) : 8;
 
 // A group's epilogue operands for this thread: scales (rows a, b) of NAL planes, offsets, and X, E of
-// the thread's two batch rows.
+// the thread's two batch rows.  The scales' bits are kept one per 32-bit register until the epilogue:
+// pairing two halves in one register (or zeroing half of one) would wait for the loads there.
 template <int NAL>
 struct GroupOperands {
-  __half2 al[NAL], be;
+  unsigned al[NAL][2], be[2];
   int X[2], E[2];
 };
+__device__ __forceinline__ unsigned half_bits(const __half* p) { return __half_as_ushort(*p); }
+__device__ __forceinline__ float half_value(unsigned bits) { return __half2float(__ushort_as_half((unsigned short)bits)); }
 
 __device__ __forceinline__ u32 word_of(const uint4& v, int e) { return e == 0 ? v.x : e == 1 ? v.y : e == 2 ? v.z : v.w; }
 
-template <int P, bool ONE_END>
+// Whether a word's mma starts its group's sums (the first word of a kGroupIsStep step) or adds to them.
+template <bool F>
+struct WordMma {
+  static constexpr bool kFresh = F;
+};
+using Fresh = WordMma<true>;
+using Accumulate = WordMma<false>;
+
+template <int P, int MODE>
 __device__ __forceinline__ void imma_gemm_body(
     const u32* __restrict__ digits, const int* __restrict__ E_in, const int* __restrict__ X_in,
     const u32* __restrict__ planes, const __half* __restrict__ alpha, const __half* __restrict__ beta,
     __half* __restrict__ y, float* __restrict__ workspace, unsigned int* __restrict__ counters,
     int M, int N, int K, int group_size) {
   constexpr int kRows = kImmaWarps * kImmaRows, kThreads = kImmaWarps * 32, kStages = kImmaStages<P>;
+  constexpr bool kOneEnd = MODE != kGroupsInStep;  // a group's operands can be loaded a step ahead
+  constexpr int NAL = kOneEnd ? P : 1;
   static_assert(kStages >= 2, "the ring needs two slots");
   __shared__ ImmaSlot<P> ring[kStages];
 
@@ -137,13 +169,14 @@ __device__ __forceinline__ void imma_gemm_body(
   const int g_begin = split * groups_per_split, g_end = min(g_begin + groups_per_split, G);
   const int kw_begin = g_begin * wpg, kw_end = g_end * wpg;
   const int n_steps = (kw_end - kw_begin + kStepWordsI8 - 1) / kStepWordsI8;
-  // 16-byte copies of a row's 4 words need step-aligned words
-  const bool aligned = (KW % kStepWordsI8) == 0 && (kw_begin % kStepWordsI8) == 0;
+  // 16-byte copies of a row's 4 words need step-aligned words (always so when a step is a group)
+  const bool aligned = MODE == kGroupIsStep || ((KW % kStepWordsI8) == 0 && (kw_begin % kStepWordsI8) == 0);
   const int col0 = 2 * tig, col1 = 2 * tig + 1;  // the C fragment's batch rows of this thread
 
   // What this thread copies each step, fixed for the whole loop: NC (plane, block row) chunks of 16
-  // bytes, ND 16-byte pieces of the step's B fragments.  Rows past N read row 0 with zero bytes
-  // (cp.async fills zeros); their outputs are never stored.
+  // bytes, ND 16-byte pieces of the step's B fragments, and (kGroupIsStep, threads 0-3) half of the
+  // group's X or E.  Rows past N read row 0 with zero bytes (cp.async fills zeros); their outputs are
+  // never stored.
   constexpr int NC = (P * kRows + kThreads - 1) / kThreads;
   constexpr int kFragChunks = kWordFrag * 8 / 16;  // 16-byte pieces of one word's fragments
   constexpr int ND = (kStepWordsI8 * kFragChunks + kThreads - 1) / kThreads;
@@ -170,6 +203,9 @@ __device__ __forceinline__ void imma_gemm_body(
     frag_src[j] = c;
     frag_dst[j] = smem_addr(reinterpret_cast<uint4*>(ring[0].frag[0]) + (frag_live[j] ? c : 0));
   }
+  const int xe_half = threadIdx.x & 1;
+  const int* const xe_src = (threadIdx.x < 2 ? X_in : E_in) + g_begin * 8 + 4 * xe_half;
+  const unsigned xe_dst = smem_addr(threadIdx.x < 2 ? &ring[0].X[2 * xe_half] : &ring[0].E[2 * xe_half]);
 
   // Step s -> ring slot s % kStages, by the whole block; always one commit group per call, so that
   // wait_group counts steps.
@@ -177,7 +213,7 @@ __device__ __forceinline__ void imma_gemm_body(
     if (s < n_steps) {
       const unsigned slot = (unsigned)(s % kStages) * (unsigned)sizeof(ImmaSlot<P>);
       const int kw0 = kw_begin + s * kStepWordsI8;
-      if (aligned && kw0 + kStepWordsI8 <= kw_end) {
+      if (MODE == kGroupIsStep || (aligned && kw0 + kStepWordsI8 <= kw_end)) {
 #pragma unroll
         for (int j = 0; j < NC; ++j)
           if (plane_live[j]) cp_async16(plane_dst[j] + slot, plane_src[j] + kw0, plane_bytes[j]);
@@ -195,66 +231,39 @@ __device__ __forceinline__ void imma_gemm_body(
       const uint4* src = reinterpret_cast<const uint4*>(digits + (size_t)kw0 * kWordFrag * 2);
 #pragma unroll
       for (int j = 0; j < ND; ++j)  // words past the split are never multiplied
-        if (frag_live[j] && kw0 + frag_src[j] / kFragChunks < kw_end)
+        if (frag_live[j] && (MODE == kGroupIsStep || kw0 + frag_src[j] / kFragChunks < kw_end))
           cp_async16(frag_dst[j] + slot, src + frag_src[j], 16);
+      if constexpr (MODE == kGroupIsStep)
+        if (threadIdx.x < 4) cp_async16(xe_dst + slot, xe_src + s * 8, 16);
     }
     cp_async_commit();
   };
 
   // Epilogue operands, group by group in order (both paths ask for groups g_begin, g_begin + 1, ...),
   // as 32-bit element offsets from the kernel's pointer arguments (gpu/kernels.py checks that the
-  // scales have fewer than 2^31 elements).  Rows past N and batch rows past M read row N - 1 / M - 1:
-  // valid addresses, and outputs that are never stored.
+  // scales have fewer than 2^31 elements).  Rows past N read row N - 1: valid addresses, and outputs
+  // that are never stored; batch rows past M have X = E = 0 (encode_digits).
   const int a_off = min(row_a, N - 1) * G, b_off = min(row_b, N - 1) * G, al_stride = N * G;
-  const int x0_off = min(col0, M - 1) * G, x1_off = min(col1, M - 1) * G;
-  auto operands = [&](int grp, GroupOperands<ONE_END ? P : 1>& o) {
+  auto operands = [&](int grp, GroupOperands<NAL>& o) {
 #pragma unroll
-    for (int i = 0; i < (ONE_END ? P : 0); ++i)
-      o.al[i] = __halves2half2(alpha[i * al_stride + a_off + grp], alpha[i * al_stride + b_off + grp]);
-    o.be = beta != nullptr ? __halves2half2(beta[a_off + grp], beta[b_off + grp]) : __float2half2_rn(0.0f);
-    o.X[0] = __ldg(X_in + x0_off + grp);
-    o.X[1] = __ldg(X_in + x1_off + grp);
-    o.E[0] = __ldg(E_in + x0_off + grp);
-    o.E[1] = __ldg(E_in + x1_off + grp);
-  };
-
-  int acc[P][kDigits][4];
-#pragma unroll
-  for (int i = 0; i < P; ++i)
-#pragma unroll
-    for (int d = 0; d < kDigits; ++d)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][d][e] = 0;
-  float ysum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  int grp = g_begin;                 // the current group
-  [[maybe_unused]] int left = wpg;   // its words still to come (!ONE_END)
-
-  // ONE_END (g >= 128: a group spans at least one step, so at most one group ends in a step): the
-  // word of the step where a group ends (kStepWordsI8 if none), kept step by step from the offset of
-  // the step's first word in its group, and that group's operands, loaded a step ahead.
-  GroupOperands<ONE_END ? P : 1> ops_cur, ops_nxt;
-  int end_cur = kStepWordsI8, end_nxt = kStepWordsI8, offset = 0, g_ops = g_begin;
-  if constexpr (ONE_END) {
-    end_cur = wpg - 1 < kStepWordsI8 ? wpg - 1 : kStepWordsI8;
-    if (end_cur < kStepWordsI8) operands(g_ops++, ops_cur);
-  }
-#pragma unroll 1
-  for (int s = 0; s < kStages - 1; ++s) issue(s);
-
-#pragma unroll 1
-  for (int s = 0; s < n_steps; ++s) {
-    cp_async_wait<kStages - 2>();  // step s has landed (this thread's copies) ...
-    __syncthreads();               // ... everyone's, and slot (s - 1) % kStages is free again
-    issue(s + kStages - 1);
-    if constexpr (ONE_END) {
-      offset += kStepWordsI8;
-      if (offset >= wpg) offset -= wpg;  // of step s + 1
-      end_nxt = wpg - 1 - offset < kStepWordsI8 ? wpg - 1 - offset : kStepWordsI8;
-      if (end_nxt < kStepWordsI8 && s + 1 < n_steps) operands(g_ops++, ops_nxt);
+    for (int i = 0; i < (kOneEnd ? P : 0); ++i) {
+      o.al[i][0] = half_bits(alpha + i * al_stride + a_off + grp);
+      o.al[i][1] = half_bits(alpha + i * al_stride + b_off + grp);
     }
-    const int kw0 = kw_begin + s * kStepWordsI8;
-    // scales 16 groups on go to L2 now (a 32-byte sector holds 16), so that the operand loads a
-    // step ahead wait for L2, not HBM
+    o.be[0] = beta != nullptr ? half_bits(beta + a_off + grp) : 0u;
+    o.be[1] = beta != nullptr ? half_bits(beta + b_off + grp) : 0u;
+    if constexpr (MODE != kGroupIsStep) {  // there X and E come through the ring
+      const int2 X = __ldg(reinterpret_cast<const int2*>(X_in + grp * 8) + tig);
+      const int2 E = __ldg(reinterpret_cast<const int2*>(E_in + grp * 8) + tig);
+      o.X[0] = X.x;
+      o.X[1] = X.y;
+      o.E[0] = E.x;
+      o.E[1] = E.y;
+    }
+  };
+  // scales 16 groups on go to L2 now (a 32-byte sector holds 16), so that the operand loads a step
+  // ahead wait for L2, not HBM
+  auto prefetch_scales = [&](int s, int grp) {
     if (tig == 0 && (s & 7) == 0) {
       const int gpre = min(grp + 16, g_end - 1);
 #pragma unroll
@@ -263,71 +272,166 @@ __device__ __forceinline__ void imma_gemm_body(
         asm volatile("prefetch.global.L2 [%0];" ::"l"(alpha + i * al_stride + b_off + gpre));
       }
     }
-    const ImmaSlot<P>& sl = ring[s % kStages];
-    uint4 wa[P], wb[P];
+  };
+
+  int acc[P][kDigits][4];
+  float ysum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  // Contract steps 2-4 of group grp for the thread's 4 outputs (rows a, b x 2 batch rows), from acc.
+  auto finish_group = [&](int grp, const GroupOperands<NAL>& op) {
+    float a[4];
 #pragma unroll
     for (int i = 0; i < P; ++i) {
-      wa[i] = sl.planes[i][ra];
-      wb[i] = sl.planes[i][rb];
-    }
-#pragma unroll
-    for (int e = 0; e < kStepWordsI8; ++e) {
-      if (kw0 + e >= kw_end) break;
-      uint2 b[kDigits];
-#pragma unroll
-      for (int d = 0; d < kDigits; ++d) b[d] = sl.frag[e][d * 32 + lane];
-#pragma unroll
-      for (int i = 0; i < P; ++i) {
-        const u32 ta = word_of(wa[i], e) >> tig, tb = word_of(wb[i], e) >> tig;
-        const u32 a0 = ta & kByteOnes, a1 = tb & kByteOnes, a2 = (ta >> 4) & kByteOnes, a3 = (tb >> 4) & kByteOnes;
-        imma_16832<0>(acc[i][0], a0, a1, a2, a3, b[0].x, b[0].y);
-        imma_16832<1>(acc[i][1], a0, a1, a2, a3, b[1].x, b[1].y);
+      float al_a, al_b;
+      if constexpr (kOneEnd) {
+        al_a = half_value(op.al[i][0]);
+        al_b = half_value(op.al[i][1]);
+      } else {  // one plane's scales at a time keeps the registers of the many-groups-per-step path low
+        al_a = __half2float(alpha[i * al_stride + a_off + grp]);
+        al_b = __half2float(alpha[i * al_stride + b_off + grp]);
       }
-      if constexpr (ONE_END) {
-        if (e != end_cur) continue;
-      } else {
-        if (--left > 0) continue;
-        left = wpg;
-      }
-      // The group is complete: contract steps 2-4 for the thread's 4 outputs (rows a, b x 2 batch rows).
-      GroupOperands<ONE_END ? P : 1> op;
-      if constexpr (ONE_END) op = ops_cur;
-      else operands(grp, op);
-      float a[4];
-#pragma unroll
-      for (int i = 0; i < P; ++i) {
-        float al_a, al_b;
-        if constexpr (ONE_END) {
-          al_a = __low2float(op.al[i]);
-          al_b = __high2float(op.al[i]);
-        } else {  // one plane's scales at a time keeps the registers of the many-groups-per-step path low
-          al_a = __half2float(alpha[i * al_stride + a_off + grp]);
-          al_b = __half2float(alpha[i * al_stride + b_off + grp]);
-        }
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          const int S = acc[i][1][c] * 256 + acc[i][0][c];
-          const int D = 2 * S - op.X[c & 1];
-          const float term = __fmul_rn(c < 2 ? al_a : al_b, __int2float_rn(D));
-          a[c] = (i == 0) ? term : __fadd_rn(a[c], term);
-          acc[i][0][c] = acc[i][1][c] = 0;
-        }
-      }
-      const float be_a = __low2float(op.be), be_b = __high2float(op.be);
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
-        float v = a[c];
-        const int X = op.X[c & 1], E = op.E[c & 1];
-        if (beta != nullptr) v = __fadd_rn(v, __fmul_rn(c < 2 ? be_a : be_b, __int2float_rn(X)));
-        // v 2^(E - 15): one multiply by a normal power of two is ldexp's rounding (subnormals included)
-        v = __fmul_rn(v, pow2(E - kFixBits));
-        ysum[c] = (grp == g_begin) ? v : __fadd_rn(ysum[c], v);
+        const int S = acc[i][1][c] * 256 + acc[i][0][c];
+        const int D = 2 * S - op.X[c & 1];
+        const float term = __fmul_rn(c < 2 ? al_a : al_b, __int2float_rn(D));
+        a[c] = (i == 0) ? term : __fadd_rn(a[c], term);
       }
-      ++grp;
     }
-    if constexpr (ONE_END) {
-      ops_cur = ops_nxt;
-      end_cur = end_nxt;
+    const float be_a = half_value(op.be[0]), be_b = half_value(op.be[1]);
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      float v = a[c];
+      const int X = op.X[c & 1], E = op.E[c & 1];
+      if (beta != nullptr) v = __fadd_rn(v, __fmul_rn(c < 2 ? be_a : be_b, __int2float_rn(X)));
+      // v 2^(E - 15): one multiply by a normal power of two is ldexp's rounding (subnormals included)
+      v = __fmul_rn(v, pow2(E - kFixBits));
+      ysum[c] = (grp == g_begin) ? v : __fadd_rn(ysum[c], v);
+    }
+  };
+  // acc[i] (+)= A(word e of the step, plane i) B(word e, digit), for both digits
+  auto multiply_word = [&](const ImmaSlot<P>& sl, const uint4 (&wa)[P], const uint4 (&wb)[P], int e, auto fresh) {
+    uint2 b[kDigits];
+#pragma unroll
+    for (int d = 0; d < kDigits; ++d) b[d] = sl.frag[e][d * 32 + lane];
+#pragma unroll
+    for (int i = 0; i < P; ++i) {
+      const u32 ta = word_of(wa[i], e) >> tig, tb = word_of(wb[i], e) >> tig;
+      const u32 a0 = ta & kByteOnes, a1 = tb & kByteOnes, a2 = (ta >> 4) & kByteOnes, a3 = (tb >> 4) & kByteOnes;
+      imma_16832<0, decltype(fresh)::kFresh>(acc[i][0], a0, a1, a2, a3, b[0].x, b[0].y);
+      imma_16832<1, decltype(fresh)::kFresh>(acc[i][1], a0, a1, a2, a3, b[1].x, b[1].y);
+    }
+  };
+
+  if constexpr (MODE == kGroupIsStep) {
+    // Step s is group g_begin + s.  Its first word starts the sums; its scales load a step ahead into
+    // the other of two operand sets.  For p <= 3 the steps go in pairs, so that no copy between the sets
+    // waits for those loads; at p = 4 one step at a time with a copy measured faster (H200, batch 8:
+    // 70B gate+up 226 against 263 us; pairs win at 2 bits, 118 against 163 us; docs/kernels.md).
+    constexpr bool kPairs = P <= 3;
+    GroupOperands<NAL> ops[2];
+    auto step = [&](int s, GroupOperands<NAL>& cur, GroupOperands<NAL>& nxt) {
+      cp_async_wait<kStages - 2>();  // step s has landed (this thread's copies) ...
+      __syncthreads();               // ... everyone's, and slot (s - 1) % kStages is free again
+      issue(s + kStages - 1);
+      const int grp = g_begin + s;
+      if (s + 1 < n_steps) operands(grp + 1, nxt);
+      prefetch_scales(s, grp);
+      const ImmaSlot<P>& sl = ring[s % kStages];
+      uint4 wa[P], wb[P];
+#pragma unroll
+      for (int i = 0; i < P; ++i) {
+        wa[i] = sl.planes[i][ra];
+        wb[i] = sl.planes[i][rb];
+      }
+      multiply_word(sl, wa, wb, 0, Fresh{});
+#pragma unroll
+      for (int e = 1; e < kStepWordsI8; ++e) multiply_word(sl, wa, wb, e, Accumulate{});
+      const int2 X = sl.X[tig], E = sl.E[tig];
+      cur.X[0] = X.x;
+      cur.X[1] = X.y;
+      cur.E[0] = E.x;
+      cur.E[1] = E.y;
+      finish_group(grp, cur);
+    };
+    operands(g_begin, ops[0]);
+#pragma unroll 1
+    for (int s = 0; s < kStages - 1; ++s) issue(s);
+#pragma unroll 1
+    for (int s = 0; s < n_steps; s += kPairs ? 2 : 1) {
+      step(s, ops[0], ops[1]);
+      if constexpr (kPairs) {
+        if (s + 1 < n_steps) step(s + 1, ops[1], ops[0]);
+      } else {
+        ops[0] = ops[1];
+      }
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < P; ++i)
+#pragma unroll
+      for (int d = 0; d < kDigits; ++d)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[i][d][e] = 0;
+    int grp = g_begin;                 // the current group
+    [[maybe_unused]] int left = wpg;   // its words still to come (!kOneEnd)
+
+    // kOneEnd (g > 128: at most one group ends in a step): the word of the step where a group ends
+    // (kStepWordsI8 if none), kept step by step from the offset of the step's first word in its group,
+    // and that group's operands, loaded a step ahead.
+    GroupOperands<NAL> ops_cur, ops_nxt;
+    int end_cur = kStepWordsI8, end_nxt = kStepWordsI8, offset = 0, g_ops = g_begin;
+    if constexpr (kOneEnd) {
+      end_cur = wpg - 1 < kStepWordsI8 ? wpg - 1 : kStepWordsI8;
+      if (end_cur < kStepWordsI8) operands(g_ops++, ops_cur);
+    }
+#pragma unroll 1
+    for (int s = 0; s < kStages - 1; ++s) issue(s);
+
+#pragma unroll 1
+    for (int s = 0; s < n_steps; ++s) {
+      cp_async_wait<kStages - 2>();  // step s has landed (this thread's copies) ...
+      __syncthreads();               // ... everyone's, and slot (s - 1) % kStages is free again
+      issue(s + kStages - 1);
+      if constexpr (kOneEnd) {
+        offset += kStepWordsI8;
+        if (offset >= wpg) offset -= wpg;  // of step s + 1
+        end_nxt = wpg - 1 - offset < kStepWordsI8 ? wpg - 1 - offset : kStepWordsI8;
+        if (end_nxt < kStepWordsI8 && s + 1 < n_steps) operands(g_ops++, ops_nxt);
+      }
+      const int kw0 = kw_begin + s * kStepWordsI8;
+      prefetch_scales(s, grp);
+      const ImmaSlot<P>& sl = ring[s % kStages];
+      uint4 wa[P], wb[P];
+#pragma unroll
+      for (int i = 0; i < P; ++i) {
+        wa[i] = sl.planes[i][ra];
+        wb[i] = sl.planes[i][rb];
+      }
+#pragma unroll
+      for (int e = 0; e < kStepWordsI8; ++e) {
+        if (kw0 + e >= kw_end) break;
+        multiply_word(sl, wa, wb, e, Accumulate{});
+        if constexpr (kOneEnd) {
+          if (e != end_cur) continue;
+        } else {
+          if (--left > 0) continue;
+          left = wpg;
+        }
+        // The group is complete.
+        GroupOperands<NAL> op;
+        if constexpr (kOneEnd) op = ops_cur;
+        else operands(grp, op);
+        finish_group(grp, op);
+#pragma unroll
+        for (int i = 0; i < P; ++i)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) acc[i][0][c] = acc[i][1][c] = 0;
+        ++grp;
+      }
+      if constexpr (kOneEnd) {
+        ops_cur = ops_nxt;
+        end_cur = end_nxt;
+      }
     }
   }
   cp_async_wait<0>();  // no copy outlives the block (the trailing commit groups are empty)
@@ -344,11 +448,10 @@ __device__ __forceinline__ void imma_gemm_body(
 }
 
 // P = p planes (1..4, checked by gpu/kernels.py before launch): a template parameter so that the
-// registers hold exactly the planes the call reads.  ONE_END: g >= 128 (a group spans at least one
-// step), so a group's epilogue operands can be loaded a step ahead.  Blocks of 4 warps (64 rows):
+// registers hold exactly the planes the call reads.  MODE: how groups fall on steps (above).  Blocks of 4 warps (64 rows):
 // 8 warps fetch the activations half as often but measured slower on every benchmark shape (H200).
 // 4 blocks per SM for p <= 2, 3 above (the register budget; more would spill).
-template <int P, bool ONE_END>
+template <int P, int MODE>
 __global__ void __launch_bounds__(kImmaWarps * 32, P <= 2 ? 4 : 3)
 imma_gemm(const u32* __restrict__ digits, const int* __restrict__ E_in, const int* __restrict__ X_in,
           const u32* __restrict__ planes,   // [p, N, K/32]
@@ -358,7 +461,7 @@ imma_gemm(const u32* __restrict__ digits, const int* __restrict__ E_in, const in
           float* __restrict__ workspace,    // [num_splits, M, N]
           unsigned int* __restrict__ counters,
           int M, int N, int K, int group_size) {
-  imma_gemm_body<P, ONE_END>(digits, E_in, X_in, planes, alpha, beta, y, workspace, counters, M, N, K, group_size);
+  imma_gemm_body<P, MODE>(digits, E_in, X_in, planes, alpha, beta, y, workspace, counters, M, N, K, group_size);
 }
 
 }  // namespace bcq

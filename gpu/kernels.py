@@ -75,8 +75,8 @@ def _module(device_id: int, name: str, split: int = exact_mma.SPLIT_CHOICES[0]):
              "mma_gemm": ["bcq::encode_activations", "bcq::mma_gemm<1>", "bcq::mma_gemm<2>"],
              "bmma_gemv": ["bcq::encode_bits"] + [f"bcq::bmma_gemv<{s}, {m}, {q}>" for s, m in BMMA_INSTANCES
                                                   for q in bmma_parts_choices(s, m)],
-             "imma_gemm": ["bcq::encode_digits"] + [f"bcq::imma_gemm<{p}, {e}>" for p in IMMA_PLANES
-                                                    for e in ("true", "false")],
+             "imma_gemm": ["bcq::encode_digits"] + [f"bcq::imma_gemm<{p}, {m}>" for p in IMMA_PLANES
+                                                    for m in IMMA_MODES],
              "dequantize": ["bcq::dequantize"]}[name]
     # the exact kernels' split (reference/exact_mma.py: contract_split) is a compile-time constant:
     # one module per split length in use (a model has a few layer shapes), so it costs their loops no register
@@ -322,6 +322,12 @@ def bmma_gemv(x, tiles, alpha, beta=None, *, group_size: int, out=None, split: i
 IMMA_PLANES = (1, 2, 3, 4)  # imma_gemm.cu: one instantiation per p
 IMMA_TILE = 8               # batch rows per launch (the mma's N)
 IMMA_WORD_FRAG = 128        # uint32 of B fragments per plane word: [2 digits, 32 lanes, 2]
+IMMA_MODES = (0, 1, 2)      # imma_gemm.cu: groups in a step (g < 128), one group end per step, a step is a group
+
+
+def imma_mode(group_size: int) -> int:
+    """imma_gemm.cu's MODE: how the contract's groups fall on its 4-word (128-input) steps."""
+    return 2 if group_size == 4 * 32 else 1 if group_size > 4 * 32 else 0
 
 
 def imma_supports(M: int, p: int, group_size: int) -> bool:
@@ -351,14 +357,14 @@ def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: 
     if alpha.size >= 2 ** 31:
         raise ValueError(f"alpha: imma_gemm indexes the scales with 32-bit offsets, so at most 2^31 - 1 "
                          f"elements; got {alpha.size} (use bcq_matmul)")
-    one_end = "true" if group_size >= 4 * 32 else "false"  # at most one group ends per 4-word step
     with stream:
         n_warps = IMMA_TILE * (K // 32)  # one per (batch row of the tile, word)
         for m0 in range(0, M, IMMA_TILE):
             Mt = min(IMMA_TILE, M - m0)
             _launch_exact(dev, stream, "imma_gemm", "bcq::encode_digits", -(-n_warps // 4),
-                          (K // 32) * IMMA_WORD_FRAG, f"bcq::imma_gemm<{p}, {one_end}>", x[m0:m0 + Mt],
-                          planes, alpha, beta, out[m0:m0 + Mt], Mt, N, K, G, None, group_size, split)
+                          (K // 32) * IMMA_WORD_FRAG, f"bcq::imma_gemm<{p}, {imma_mode(group_size)}>",
+                          x[m0:m0 + Mt], planes, alpha, beta, out[m0:m0 + Mt], Mt, N, K, G, None, group_size, split,
+                          ex_rows=IMMA_TILE)
     return _back(out, tx)
 
 
@@ -381,7 +387,8 @@ def mma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: i
 
 
 def _launch_exact(dev, stream, module, encoder, encode_blocks, n_frag, kernel, x, planes, alpha, beta, out,
-                  M, N, K, G, p, group_size, split, after_encoder=False, rows_per_block=EXACT_ROWS_PER_BLOCK):
+                  M, N, K, G, p, group_size, split, after_encoder=False, rows_per_block=EXACT_ROWS_PER_BLOCK,
+                  ex_rows=None):
     """The two launches of every exact tensor-core kernel, on the current stream: the encoder turns x
     into the kernel's activation fragments (n_frag words) and each group's E and X, then the GEMM
     (grid: 64-row tiles of 4 warps x contract splits, so that the blocks resident on a SM mix
@@ -389,12 +396,14 @@ def _launch_exact(dev, stream, module, encoder, encode_blocks, n_frag, kernel, x
     contract's for the shape).  after_encoder: the kernel may start while its encoder still runs
     (gpu/launch.py), which only a kernel that waits for it (dependent_launch.cuh) may ask for;
     bmma_gemv does, the int8 and fp16 kernels measured slower or no faster that way (docs/kernels.md).
-    rows_per_block: 64 but for bmma_gemv with parts > 1 (64 / parts)."""
+    rows_per_block: 64 but for bmma_gemv with parts > 1 (64 / parts).  ex_rows: batch rows of the encoder's E
+    and X (imma_gemm writes them for all 8 of its tile, group-major); None = M."""
     split = exact_mma.contract_split(N, K, group_size, split)
     num_splits = _num_splits(G, group_size, split)
     row_tiles = -(-N // rows_per_block)
-    enc = _encoded(dev, stream.ptr, n_frag + 2 * M * G)
-    frag, E, X = enc[:n_frag], enc[n_frag:n_frag + M * G].view(np.int32), enc[n_frag + M * G:].view(np.int32)
+    R = M if ex_rows is None else ex_rows
+    enc = _encoded(dev, stream.ptr, n_frag + 2 * R * G)
+    frag, E, X = enc[:n_frag], enc[n_frag:n_frag + R * G].view(np.int32), enc[n_frag + R * G:].view(np.int32)
     ws, ctr = _workspace(dev, stream.ptr, num_splits * M * N if num_splits > 1 else 0, row_tiles)
     mod = _module(dev, module, split)
     mod.get_function(encoder)((encode_blocks,), (128,),
