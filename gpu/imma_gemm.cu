@@ -1,4 +1,4 @@
-// Integer tensor-core BCQ GEMM for batches:  y[M, N] = x[M, K] * W_hat[N, K]^T,  M <= 8 per launch, p <= 4.
+// Integer tensor-core BCQ GEMM for batches:  y[M, N] = x[M, K] * W_hat[N, K]^T,  M <= 8 NT per launch, p <= 4.
 //
 // Bit-exact with reference/exact_mma.py: the contract of mma_gemm.cu and bmma_gemv.cu, hence the
 // same bytes.  The contract makes every group sum an exact integer, S_i = sum_k beta_ik fix_k with
@@ -10,7 +10,8 @@
 // Each dot product is exact in int32 (|beta . l| <= 256 * 255), and so is S_i (|S_i| < 2^23).  A plane
 // word becomes the mma's A fragment with one shift and one AND per register: the bits a thread owns
 // in the fragment are chosen to be 4 bits of the word 8 apart, exactly the bytes of (word >> s) & 0x01010101.
-// The 8 batch rows are the mma's 8 columns, so the cost does not grow with the batch.
+// The 8 batch rows of a tile are the mma's 8 columns, so the cost does not grow with the batch up to 8;
+// NT = 2 tiles (batch 9-16 in one launch, p <= 3) share every A fragment.
 //
 // Fragments of mma.m16n8k32 (thread: gid = lane / 4, tig = lane % 4), for plane word w of a row:
 //   A reg 0 / 2 (rows gid, gid + 8 in regs 0-1, 2-3): byte j = bit tig + 8j / bit tig + 4 + 8j of w
@@ -27,7 +28,7 @@
 //
 // Loop nest of one warp (16 rows, one split of the contract's groups):
 //   for step in split:                    (steps s+1 .. s+STAGES-1 in flight to shared memory)
-//     for word in step, plane i < P:  acc[i][digit] += A(word) * B(word, digit)     (2 mma)
+//     for word in step, plane i < P, tile t < NT:  acc[i][digit][t] += A(word) * B(word, digit, t)  (2 mma)
 //       at the last word of a group:  S_i = 2^8 acc_h + acc_l                       (exact)
 //                                     a = a + alpha_i * float(2 S_i - X)            (plane order)
 //                                     y_split += (a [+ beta float(X)]) * 2^(E - 15) (group order)
@@ -49,24 +50,25 @@ constexpr int kWordFrag = kDigits * 32;  // B fragments of one word: [2 digits][
 constexpr u32 kByteOnes = 0x01010101u;
 constexpr int kImmaSmemBytes = 46 * 1024;  // the ring stays under the 48 KB of static shared memory
 
-// x [M, K] (M <= 8) -> digits uint2 [K/32 words, 2 digits, 32 lanes], E int [G, 8], X int [G, 8].
-// Lane (4 n + tig)'s uint2 of digit d: .x byte j = byte d of fix[n, 32 word + tig + 8 j] (two's
-// complement int16), .y byte j = of input tig + 4 + 8 j; zero for n >= M.  E and X hold a group's 8 batch
-// rows side by side (zero for n >= M), so that a thread's two batch rows are one 8-byte load and a
-// group's one 32-byte copy.  One warp per (n < 8, word): lane k owns input 32 word + k (fixed_point.cuh),
-// and gathers the bytes of its register by four shuffles.
+// x [M, K] (M <= 16) -> digits uint2 [K/32 words, 2 digits, NT tiles of 8 batch rows, 32 lanes],
+// E int [G, 8 NT], X int [G, 8 NT]; NT = 1 for M <= 8, else 2.  Lane (4 n + tig)'s uint2 of digit d in
+// tile t: .x byte j = byte d of fix[8 t + n, 32 word + tig + 8 j] (two's complement int16), .y byte j =
+// of input tig + 4 + 8 j; zero for batch rows >= M.  E and X hold a group's 8 NT batch rows side by
+// side (zero for rows >= M), so that a thread's two batch rows are one 8-byte load and a group's one
+// 32-byte copy per tile.  One warp per (batch row < 8 NT, word): lane k owns input 32 word + k
+// (fixed_point.cuh), and gathers the bytes of its register by four shuffles.
 __global__ void encode_digits(const __half* __restrict__ x, u32* __restrict__ digits, int* __restrict__ E_out,
                               int* __restrict__ X_out, int M, int K, int group_size) {
-  const int KW = K >> 5, wpg = group_size >> 5;
+  const int KW = K >> 5, wpg = group_size >> 5, NT = M > 8 ? 2 : 1, R = 8 * NT;
   const int idx = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
-  if (idx >= 8 * KW) return;  // whole warps leave together
-  const int n = idx / KW, w = idx % KW;
+  if (idx >= R * KW) return;  // whole warps leave together
+  const int m = idx / KW, w = idx % KW, t = m >> 3, n = m & 7;
   int f = 0;
-  if (n < M) {
-    f = warp_fix(x + (size_t)n * K, w, group_size, E_out + n, X_out + n, 8, lane);
+  if (m < M) {
+    f = warp_fix(x + (size_t)m * K, w, group_size, E_out + m, X_out + m, R, lane);
   } else if (lane == 0 && w % wpg == 0) {
-    E_out[(w / wpg) * 8 + n] = 0;
-    X_out[(w / wpg) * 8 + n] = 0;
+    E_out[(w / wpg) * R + m] = 0;
+    X_out[(w / wpg) * R + m] = 0;
   }
   // lane < 16 builds register (tig = lane % 4, r = lane / 4 = 2 d + half)
   const int tig = lane & 3, r = (lane >> 2) & 3, d = r >> 1, half = r & 1;
@@ -76,7 +78,7 @@ __global__ void encode_digits(const __half* __restrict__ x, u32* __restrict__ di
     const int v = __shfl_sync(0xffffffffu, f, tig + 4 * half + 8 * j);
     reg |= (((u32)v >> (8 * d)) & 255u) << (8 * j);  // byte d of the int16: l unsigned, h two's complement
   }
-  if (lane < 16) digits[(((size_t)w * kDigits + d) * 32 + n * 4 + tig) * 2 + half] = reg;
+  if (lane < 16) digits[((((size_t)w * kDigits + d) * NT + t) * 32 + n * 4 + tig) * 2 + half] = reg;
 }
 
 // c = (FRESH ? 0 : c) + A B over 32 k; A: the plane bits as s8 0 / 1; B: digit D of fix, u8 (D = 0: the
@@ -113,24 +115,26 @@ constexpr int kGroupsInStep = 0;     // g < 128: groups end anywhere, several in
 constexpr int kGroupEndsInStep = 1;  // g > 128: at most one group ends in a step
 constexpr int kGroupIsStep = 2;      // g = 128: a step is exactly one group
 
-// One ring slot: a step's plane words ([plane][block row] -> 4 words), B fragments, and (kGroupIsStep)
-// the X and E of the step's group ([batch row pair] -> rows 2 t, 2 t + 1, one 8-byte load per thread).
-template <int P>
+// One ring slot: a step's plane words ([plane][block row] -> 4 words), B fragments ([word][digit, tile,
+// lane]), and (kGroupIsStep) the X and E of the step's group ([batch row pair] -> rows 2 j, 2 j + 1 of
+// the NT tiles, one 8-byte load per thread and tile).
+template <int P, int NT>
 struct ImmaSlot {
   uint4 planes[P][kImmaWarps * kImmaRows];
-  uint2 frag[kStepWordsI8][kWordFrag];
-  int2 X[4], E[4];
+  uint2 frag[kStepWordsI8][kWordFrag * NT];
+  int2 X[4 * NT], E[4 * NT];
 };
-template <int P>
-constexpr int kImmaStages = kImmaSmemBytes / (int)sizeof(ImmaSlot<P>) < 8 ? kImmaSmemBytes / (int)sizeof(ImmaSlot<P>) : 8;
+template <int P, int NT>
+constexpr int kImmaStages = kImmaSmemBytes / (int)sizeof(ImmaSlot<P, NT>) < 8
+                                ? kImmaSmemBytes / (int)sizeof(ImmaSlot<P, NT>) : 8;
 
 // A group's epilogue operands for this thread: scales (rows a, b) of NAL planes, offsets, and X, E of
 // the thread's two batch rows.  The scales' bits are kept one per 32-bit register until the epilogue:
 // pairing two halves in one register (or zeroing half of one) would wait for the loads there.
-template <int NAL>
+template <int NAL, int NT>
 struct GroupOperands {
   unsigned al[NAL][2], be[2];
-  int X[2], E[2];
+  int X[NT][2], E[NT][2];
 };
 __device__ __forceinline__ unsigned half_bits(const __half* p) { return __half_as_ushort(*p); }
 __device__ __forceinline__ float half_value(unsigned bits) { return __half2float(__ushort_as_half((unsigned short)bits)); }
@@ -145,17 +149,19 @@ struct WordMma {
 using Fresh = WordMma<true>;
 using Accumulate = WordMma<false>;
 
-template <int P, int MODE>
+template <int P, int MODE, int NT>
 __device__ __forceinline__ void imma_gemm_body(
     const u32* __restrict__ digits, const int* __restrict__ E_in, const int* __restrict__ X_in,
     const u32* __restrict__ planes, const __half* __restrict__ alpha, const __half* __restrict__ beta,
     __half* __restrict__ y, float* __restrict__ workspace, unsigned int* __restrict__ counters,
     int M, int N, int K, int group_size) {
-  constexpr int kRows = kImmaWarps * kImmaRows, kThreads = kImmaWarps * 32, kStages = kImmaStages<P>;
+  constexpr int kRows = kImmaWarps * kImmaRows, kThreads = kImmaWarps * 32, kStages = kImmaStages<P, NT>;
   constexpr bool kOneEnd = MODE != kGroupsInStep;  // a group's operands can be loaded a step ahead
   constexpr int NAL = kOneEnd ? P : 1;
+  using Slot = ImmaSlot<P, NT>;
+  using Ops = GroupOperands<NAL, NT>;
   static_assert(kStages >= 2, "the ring needs two slots");
-  __shared__ ImmaSlot<P> ring[kStages];
+  __shared__ Slot ring[kStages];
 
   const int KW = K >> 5, G = K / group_size, wpg = group_size >> 5;
   const int groups_per_split = kExactSplitInputs / group_size;
@@ -171,17 +177,18 @@ __device__ __forceinline__ void imma_gemm_body(
   const int n_steps = (kw_end - kw_begin + kStepWordsI8 - 1) / kStepWordsI8;
   // 16-byte copies of a row's 4 words need step-aligned words (always so when a step is a group)
   const bool aligned = MODE == kGroupIsStep || ((KW % kStepWordsI8) == 0 && (kw_begin % kStepWordsI8) == 0);
-  const int col0 = 2 * tig, col1 = 2 * tig + 1;  // the C fragment's batch rows of this thread
+  const int col0 = 2 * tig, col1 = 2 * tig + 1;  // the C fragment's batch rows of this thread (tile 0)
 
   // What this thread copies each step, fixed for the whole loop: NC (plane, block row) chunks of 16
-  // bytes, ND 16-byte pieces of the step's B fragments, and (kGroupIsStep, threads 0-3) half of the
-  // group's X or E.  Rows past N read row 0 with zero bytes (cp.async fills zeros); their outputs are
+  // bytes, ND 16-byte pieces of the step's B fragments, and (kGroupIsStep, threads 0 to 4 NT - 1) 16
+  // bytes of the group's X or E.  Rows past N read row 0 with zero bytes (cp.async fills zeros); their outputs are
   // never stored.
   constexpr int NC = (P * kRows + kThreads - 1) / kThreads;
   constexpr int kFragChunks = kWordFrag * 8 / 16;  // 16-byte pieces of one word's fragments
-  constexpr int ND = (kStepWordsI8 * kFragChunks + kThreads - 1) / kThreads;
+  constexpr int kWordChunks = kFragChunks * NT;      // of one word's fragments for every tile
+  constexpr int ND = (kStepWordsI8 * kWordChunks + kThreads - 1) / kThreads;
   const u32* plane_src[NC];
-  unsigned plane_dst[NC];  // in slot 0; slot t is t * sizeof(ImmaSlot<P>) further
+  unsigned plane_dst[NC];  // in slot 0; slot t is t * sizeof(Slot) further
   int plane_bytes[NC];
   bool plane_live[NC];
 #pragma unroll
@@ -199,19 +206,20 @@ __device__ __forceinline__ void imma_gemm_body(
 #pragma unroll
   for (int j = 0; j < ND; ++j) {
     const int c = threadIdx.x + j * kThreads;
-    frag_live[j] = c < kStepWordsI8 * kFragChunks;
+    frag_live[j] = c < kStepWordsI8 * kWordChunks;
     frag_src[j] = c;
     frag_dst[j] = smem_addr(reinterpret_cast<uint4*>(ring[0].frag[0]) + (frag_live[j] ? c : 0));
   }
-  const int xe_half = threadIdx.x & 1;
-  const int* const xe_src = (threadIdx.x < 2 ? X_in : E_in) + g_begin * 8 + 4 * xe_half;
-  const unsigned xe_dst = smem_addr(threadIdx.x < 2 ? &ring[0].X[2 * xe_half] : &ring[0].E[2 * xe_half]);
+  const int xe_part = threadIdx.x % (2 * NT);  // 16 bytes = 4 batch rows
+  const bool xe_is_x = (int)threadIdx.x < 2 * NT;
+  const int* const xe_src = (xe_is_x ? X_in : E_in) + g_begin * 8 * NT + 4 * xe_part;
+  const unsigned xe_dst = smem_addr(xe_is_x ? &ring[0].X[2 * xe_part] : &ring[0].E[2 * xe_part]);
 
   // Step s -> ring slot s % kStages, by the whole block; always one commit group per call, so that
   // wait_group counts steps.
   auto issue = [&](int s) {
     if (s < n_steps) {
-      const unsigned slot = (unsigned)(s % kStages) * (unsigned)sizeof(ImmaSlot<P>);
+      const unsigned slot = (unsigned)(s % kStages) * (unsigned)sizeof(Slot);
       const int kw0 = kw_begin + s * kStepWordsI8;
       if (MODE == kGroupIsStep || (aligned && kw0 + kStepWordsI8 <= kw_end)) {
 #pragma unroll
@@ -228,13 +236,13 @@ __device__ __forceinline__ void imma_gemm_body(
           }
         }
       }
-      const uint4* src = reinterpret_cast<const uint4*>(digits + (size_t)kw0 * kWordFrag * 2);
+      const uint4* src = reinterpret_cast<const uint4*>(digits + (size_t)kw0 * kWordFrag * 2 * NT);
 #pragma unroll
       for (int j = 0; j < ND; ++j)  // words past the split are never multiplied
-        if (frag_live[j] && (MODE == kGroupIsStep || kw0 + frag_src[j] / kFragChunks < kw_end))
+        if (frag_live[j] && (MODE == kGroupIsStep || kw0 + frag_src[j] / kWordChunks < kw_end))
           cp_async16(frag_dst[j] + slot, src + frag_src[j], 16);
       if constexpr (MODE == kGroupIsStep)
-        if (threadIdx.x < 4) cp_async16(xe_dst + slot, xe_src + s * 8, 16);
+        if ((int)threadIdx.x < 4 * NT) cp_async16(xe_dst + slot, xe_src + s * 8 * NT, 16);
     }
     cp_async_commit();
   };
@@ -244,7 +252,7 @@ __device__ __forceinline__ void imma_gemm_body(
   // scales have fewer than 2^31 elements).  Rows past N read row N - 1: valid addresses, and outputs
   // that are never stored; batch rows past M have X = E = 0 (encode_digits).
   const int a_off = min(row_a, N - 1) * G, b_off = min(row_b, N - 1) * G, al_stride = N * G;
-  auto operands = [&](int grp, GroupOperands<NAL>& o) {
+  auto operands = [&](int grp, Ops& o) {
 #pragma unroll
     for (int i = 0; i < (kOneEnd ? P : 0); ++i) {
       o.al[i][0] = half_bits(alpha + i * al_stride + a_off + grp);
@@ -253,12 +261,15 @@ __device__ __forceinline__ void imma_gemm_body(
     o.be[0] = beta != nullptr ? half_bits(beta + a_off + grp) : 0u;
     o.be[1] = beta != nullptr ? half_bits(beta + b_off + grp) : 0u;
     if constexpr (MODE != kGroupIsStep) {  // there X and E come through the ring
-      const int2 X = __ldg(reinterpret_cast<const int2*>(X_in + grp * 8) + tig);
-      const int2 E = __ldg(reinterpret_cast<const int2*>(E_in + grp * 8) + tig);
-      o.X[0] = X.x;
-      o.X[1] = X.y;
-      o.E[0] = E.x;
-      o.E[1] = E.y;
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        const int2 X = __ldg(reinterpret_cast<const int2*>(X_in + (grp * NT + t) * 8) + tig);
+        const int2 E = __ldg(reinterpret_cast<const int2*>(E_in + (grp * NT + t) * 8) + tig);
+        o.X[t][0] = X.x;
+        o.X[t][1] = X.y;
+        o.E[t][0] = E.x;
+        o.E[t][1] = E.y;
+      }
     }
   };
   // scales 16 groups on go to L2 now (a 32-byte sector holds 16), so that the operand loads a step
@@ -274,11 +285,12 @@ __device__ __forceinline__ void imma_gemm_body(
     }
   };
 
-  int acc[P][kDigits][4];
-  float ysum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  // Contract steps 2-4 of group grp for the thread's 4 outputs (rows a, b x 2 batch rows), from acc.
-  auto finish_group = [&](int grp, const GroupOperands<NAL>& op) {
-    float a[4];
+  int acc[P][kDigits][NT][4];
+  float ysum[NT][4] = {};
+  // Contract steps 2-4 of group grp for the thread's 4 NT outputs (rows a, b x 2 batch rows per tile),
+  // from acc.
+  auto finish_group = [&](int grp, const Ops& op) {
+    float a[NT][4];
 #pragma unroll
     for (int i = 0; i < P; ++i) {
       float al_a, al_b;
@@ -290,35 +302,45 @@ __device__ __forceinline__ void imma_gemm_body(
         al_b = __half2float(alpha[i * al_stride + b_off + grp]);
       }
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int S = acc[i][1][c] * 256 + acc[i][0][c];
-        const int D = 2 * S - op.X[c & 1];
-        const float term = __fmul_rn(c < 2 ? al_a : al_b, __int2float_rn(D));
-        a[c] = (i == 0) ? term : __fadd_rn(a[c], term);
-      }
+      for (int t = 0; t < NT; ++t)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int S = acc[i][1][t][c] * 256 + acc[i][0][t][c];
+          const int D = 2 * S - op.X[t][c & 1];
+          const float term = __fmul_rn(c < 2 ? al_a : al_b, __int2float_rn(D));
+          a[t][c] = (i == 0) ? term : __fadd_rn(a[t][c], term);
+        }
     }
     const float be_a = half_value(op.be[0]), be_b = half_value(op.be[1]);
 #pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      float v = a[c];
-      const int X = op.X[c & 1], E = op.E[c & 1];
-      if (beta != nullptr) v = __fadd_rn(v, __fmul_rn(c < 2 ? be_a : be_b, __int2float_rn(X)));
-      // v 2^(E - 15): one multiply by a normal power of two is ldexp's rounding (subnormals included)
-      v = __fmul_rn(v, pow2(E - kFixBits));
-      ysum[c] = (grp == g_begin) ? v : __fadd_rn(ysum[c], v);
-    }
-  };
-  // acc[i] (+)= A(word e of the step, plane i) B(word e, digit), for both digits
-  auto multiply_word = [&](const ImmaSlot<P>& sl, const uint4 (&wa)[P], const uint4 (&wb)[P], int e, auto fresh) {
-    uint2 b[kDigits];
+    for (int t = 0; t < NT; ++t)
 #pragma unroll
-    for (int d = 0; d < kDigits; ++d) b[d] = sl.frag[e][d * 32 + lane];
+      for (int c = 0; c < 4; ++c) {
+        float v = a[t][c];
+        const int X = op.X[t][c & 1], E = op.E[t][c & 1];
+        if (beta != nullptr) v = __fadd_rn(v, __fmul_rn(c < 2 ? be_a : be_b, __int2float_rn(X)));
+        // v 2^(E - 15): one multiply by a normal power of two is ldexp's rounding (subnormals included)
+        v = __fmul_rn(v, pow2(E - kFixBits));
+        ysum[t][c] = (grp == g_begin) ? v : __fadd_rn(ysum[t][c], v);
+      }
+  };
+  // acc[i] (+)= A(word e of the step, plane i) B(word e, digit, tile), for both digits and every tile:
+  // the A fragment, unpacked once, serves the NT tiles of 8 batch rows
+  auto multiply_word = [&](const Slot& sl, const uint4 (&wa)[P], const uint4 (&wb)[P], int e, auto fresh) {
+    uint2 b[kDigits][NT];
+#pragma unroll
+    for (int d = 0; d < kDigits; ++d)
+#pragma unroll
+      for (int t = 0; t < NT; ++t) b[d][t] = sl.frag[e][(d * NT + t) * 32 + lane];
 #pragma unroll
     for (int i = 0; i < P; ++i) {
       const u32 ta = word_of(wa[i], e) >> tig, tb = word_of(wb[i], e) >> tig;
       const u32 a0 = ta & kByteOnes, a1 = tb & kByteOnes, a2 = (ta >> 4) & kByteOnes, a3 = (tb >> 4) & kByteOnes;
-      imma_16832<0, decltype(fresh)::kFresh>(acc[i][0], a0, a1, a2, a3, b[0].x, b[0].y);
-      imma_16832<1, decltype(fresh)::kFresh>(acc[i][1], a0, a1, a2, a3, b[1].x, b[1].y);
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        imma_16832<0, decltype(fresh)::kFresh>(acc[i][0][t], a0, a1, a2, a3, b[0][t].x, b[0][t].y);
+        imma_16832<1, decltype(fresh)::kFresh>(acc[i][1][t], a0, a1, a2, a3, b[1][t].x, b[1][t].y);
+      }
     }
   };
 
@@ -328,15 +350,15 @@ __device__ __forceinline__ void imma_gemm_body(
     // waits for those loads; at p = 4 one step at a time with a copy measured faster (H200, batch 8:
     // 70B gate+up 226 against 263 us; pairs win at 2 bits, 118 against 163 us; docs/kernels.md).
     constexpr bool kPairs = P <= 3;
-    GroupOperands<NAL> ops[2];
-    auto step = [&](int s, GroupOperands<NAL>& cur, GroupOperands<NAL>& nxt) {
+    Ops ops[2];
+    auto step = [&](int s, Ops& cur, Ops& nxt) {
       cp_async_wait<kStages - 2>();  // step s has landed (this thread's copies) ...
       __syncthreads();               // ... everyone's, and slot (s - 1) % kStages is free again
       issue(s + kStages - 1);
       const int grp = g_begin + s;
       if (s + 1 < n_steps) operands(grp + 1, nxt);
       prefetch_scales(s, grp);
-      const ImmaSlot<P>& sl = ring[s % kStages];
+      const Slot& sl = ring[s % kStages];
       uint4 wa[P], wb[P];
 #pragma unroll
       for (int i = 0; i < P; ++i) {
@@ -346,11 +368,14 @@ __device__ __forceinline__ void imma_gemm_body(
       multiply_word(sl, wa, wb, 0, Fresh{});
 #pragma unroll
       for (int e = 1; e < kStepWordsI8; ++e) multiply_word(sl, wa, wb, e, Accumulate{});
-      const int2 X = sl.X[tig], E = sl.E[tig];
-      cur.X[0] = X.x;
-      cur.X[1] = X.y;
-      cur.E[0] = E.x;
-      cur.E[1] = E.y;
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        const int2 X = sl.X[4 * t + tig], E = sl.E[4 * t + tig];
+        cur.X[t][0] = X.x;
+        cur.X[t][1] = X.y;
+        cur.E[t][0] = E.x;
+        cur.E[t][1] = E.y;
+      }
       finish_group(grp, cur);
     };
     operands(g_begin, ops[0]);
@@ -371,14 +396,16 @@ __device__ __forceinline__ void imma_gemm_body(
 #pragma unroll
       for (int d = 0; d < kDigits; ++d)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) acc[i][d][e] = 0;
+        for (int t = 0; t < NT; ++t)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[i][d][t][e] = 0;
     int grp = g_begin;                 // the current group
     [[maybe_unused]] int left = wpg;   // its words still to come (!kOneEnd)
 
     // kOneEnd (g > 128: at most one group ends in a step): the word of the step where a group ends
     // (kStepWordsI8 if none), kept step by step from the offset of the step's first word in its group,
     // and that group's operands, loaded a step ahead.
-    GroupOperands<NAL> ops_cur, ops_nxt;
+    Ops ops_cur, ops_nxt;
     int end_cur = kStepWordsI8, end_nxt = kStepWordsI8, offset = 0, g_ops = g_begin;
     if constexpr (kOneEnd) {
       end_cur = wpg - 1 < kStepWordsI8 ? wpg - 1 : kStepWordsI8;
@@ -400,7 +427,7 @@ __device__ __forceinline__ void imma_gemm_body(
       }
       const int kw0 = kw_begin + s * kStepWordsI8;
       prefetch_scales(s, grp);
-      const ImmaSlot<P>& sl = ring[s % kStages];
+      const Slot& sl = ring[s % kStages];
       uint4 wa[P], wb[P];
 #pragma unroll
       for (int i = 0; i < P; ++i) {
@@ -418,14 +445,16 @@ __device__ __forceinline__ void imma_gemm_body(
           left = wpg;
         }
         // The group is complete.
-        GroupOperands<NAL> op;
+        Ops op;
         if constexpr (kOneEnd) op = ops_cur;
         else operands(grp, op);
         finish_group(grp, op);
 #pragma unroll
         for (int i = 0; i < P; ++i)
 #pragma unroll
-          for (int c = 0; c < 4; ++c) acc[i][0][c] = acc[i][1][c] = 0;
+          for (int t = 0; t < NT; ++t)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) acc[i][0][t][c] = acc[i][1][t][c] = 0;
         ++grp;
       }
       if constexpr (kOneEnd) {
@@ -436,13 +465,15 @@ __device__ __forceinline__ void imma_gemm_body(
   }
   cp_async_wait<0>();  // no copy outlives the block (the trailing commit groups are empty)
 
-  // C layout: c = 0, 1 -> row_a, batch rows 2 tig, 2 tig + 1; c = 2, 3 -> row_b.
+  // C layout of tile t: c = 0, 1 -> row_a, batch rows 8 t + 2 tig, 8 t + 2 tig + 1; c = 2, 3 -> row_b.
 #pragma unroll
-  for (int c = 0; c < 4; ++c) {
-    const int col = (c & 1) ? col1 : col0, row = c < 2 ? row_a : row_b;
-    if (col >= M || row >= N) continue;
-    store_split_output(y, workspace, num_splits, split, M, N, col, row, ysum[c]);
-  }
+  for (int t = 0; t < NT; ++t)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int col = 8 * t + ((c & 1) ? col1 : col0), row = c < 2 ? row_a : row_b;
+      if (col >= M || row >= N) continue;
+      store_split_output(y, workspace, num_splits, split, M, N, col, row, ysum[t][c]);
+    }
   if (num_splits == 1) return;
   finish_split_k(workspace, counters, y, M, N, num_splits, row0, kRows, tile);
 }
@@ -451,7 +482,7 @@ __device__ __forceinline__ void imma_gemm_body(
 // registers hold exactly the planes the call reads.  MODE: how groups fall on steps (above).  Blocks of 4 warps (64 rows):
 // 8 warps fetch the activations half as often but measured slower on every benchmark shape (H200).
 // 4 blocks per SM for p <= 2, 3 above (the register budget; more would spill).
-template <int P, int MODE>
+template <int P, int MODE, int NT>
 __global__ void __launch_bounds__(kImmaWarps * 32, P <= 2 ? 4 : 3)
 imma_gemm(const u32* __restrict__ digits, const int* __restrict__ E_in, const int* __restrict__ X_in,
           const u32* __restrict__ planes,   // [p, N, K/32]
@@ -461,7 +492,7 @@ imma_gemm(const u32* __restrict__ digits, const int* __restrict__ E_in, const in
           float* __restrict__ workspace,    // [num_splits, M, N]
           unsigned int* __restrict__ counters,
           int M, int N, int K, int group_size) {
-  imma_gemm_body<P, MODE>(digits, E_in, X_in, planes, alpha, beta, y, workspace, counters, M, N, K, group_size);
+  imma_gemm_body<P, MODE, NT>(digits, E_in, X_in, planes, alpha, beta, y, workspace, counters, M, N, K, group_size);
 }
 
 }  // namespace bcq

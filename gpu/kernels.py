@@ -75,8 +75,7 @@ def _module(device_id: int, name: str, split: int = exact_mma.SPLIT_CHOICES[0]):
              "mma_gemm": ["bcq::encode_activations", "bcq::mma_gemm<1>", "bcq::mma_gemm<2>"],
              "bmma_gemv": ["bcq::encode_bits"] + [f"bcq::bmma_gemv<{s}, {m}, {q}>" for s, m in BMMA_INSTANCES
                                                   for q in bmma_parts_choices(s, m)],
-             "imma_gemm": ["bcq::encode_digits"] + [f"bcq::imma_gemm<{p}, {m}>" for p in IMMA_PLANES
-                                                    for m in IMMA_MODES],
+             "imma_gemm": ["bcq::encode_digits"] + [f"bcq::imma_gemm<{p}, {m}, {t}>" for p, m, t in IMMA_INSTANCES],
              "dequantize": ["bcq::dequantize"]}[name]
     # the exact kernels' split (reference/exact_mma.py: contract_split) is a compile-time constant:
     # one module per split length in use (a model has a few layer shapes), so it costs their loops no register
@@ -323,6 +322,15 @@ IMMA_PLANES = (1, 2, 3, 4)  # imma_gemm.cu: one instantiation per p
 IMMA_TILE = 8               # batch rows per launch (the mma's N)
 IMMA_WORD_FRAG = 128        # uint32 of B fragments per plane word: [2 digits, 32 lanes, 2]
 IMMA_MODES = (0, 1, 2)      # imma_gemm.cu: groups in a step (g < 128), one group end per step, a step is a group
+IMMA_TILES_UP_TO_PLANES = 3  # two tiles of 8 batch rows in one launch up to 3 planes (at 4 the kernel spills)
+IMMA_INSTANCES = [(p, m, t) for p in IMMA_PLANES for m in IMMA_MODES for t in (1, 2)
+                  if t == 1 or p <= IMMA_TILES_UP_TO_PLANES]  # imma_gemm.cu <P, MODE, NT>
+
+
+def imma_tiles(M: int, p: int) -> int:
+    """Tiles of 8 batch rows per imma_gemm launch: 2 (one launch, the A fragments unpacked once for both)
+    for batch 9-16 at p <= 3, else 1 (launches of 8 rows)."""
+    return 2 if M > IMMA_TILE and p <= IMMA_TILES_UP_TO_PLANES else 1
 
 
 def imma_mode(group_size: int) -> int:
@@ -344,8 +352,8 @@ def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: 
     """y = x W_hat^T (float16 [M, N], M <= 16, p <= 4) on int8 tensor cores; bit-exact with
     reference.exact_mma_gemm, so the same bytes as mma_gemm and bmma_gemv.
 
-    Per 8 batch rows: one launch that splits the activations' int16 fixed-point values into their
-    two bytes (bcq::encode_digits), then the GEMM (rows of x never interact, so 16 rows are two tiles of 8).
+    Per launch: one kernel that splits the activations' int16 fixed-point values into their two bytes
+    (bcq::encode_digits), then the GEMM; a launch takes 8 batch rows, or 16 at p <= 3 (imma_tiles).
     split: a nominal split of the contract (equalized by reference.exact_mma.contract_split); None = its choice.
     """
     exact_mma.check_split(split)
@@ -357,14 +365,16 @@ def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: 
     if alpha.size >= 2 ** 31:
         raise ValueError(f"alpha: imma_gemm indexes the scales with 32-bit offsets, so at most 2^31 - 1 "
                          f"elements; got {alpha.size} (use bcq_matmul)")
+    nt = imma_tiles(M, p)
+    rows = nt * IMMA_TILE  # batch rows per launch
     with stream:
-        n_warps = IMMA_TILE * (K // 32)  # one per (batch row of the tile, word)
-        for m0 in range(0, M, IMMA_TILE):
-            Mt = min(IMMA_TILE, M - m0)
+        n_warps = rows * (K // 32)  # one per (batch row of the launch, word)
+        for m0 in range(0, M, rows):
+            Mt = min(rows, M - m0)
             _launch_exact(dev, stream, "imma_gemm", "bcq::encode_digits", -(-n_warps // 4),
-                          (K // 32) * IMMA_WORD_FRAG, f"bcq::imma_gemm<{p}, {imma_mode(group_size)}>",
+                          (K // 32) * IMMA_WORD_FRAG * nt, f"bcq::imma_gemm<{p}, {imma_mode(group_size)}, {nt}>",
                           x[m0:m0 + Mt], planes, alpha, beta, out[m0:m0 + Mt], Mt, N, K, G, None, group_size, split,
-                          ex_rows=IMMA_TILE)
+                          ex_rows=rows)
     return _back(out, tx)
 
 

@@ -4,7 +4,8 @@ assumptions on every group size the kernel takes, without a GPU (the kernel's by
 tested by tests/test_gpu_kernels.py)."""
 from hypothesis import given, strategies as st
 
-from gpu.kernels import IMMA_MODES, MAX_GROUP, imma_mode
+from gpu.kernels import (IMMA_INSTANCES, IMMA_MODES, IMMA_TILE, IMMA_TILES_UP_TO_PLANES, MAX_GROUP, imma_mode,
+                         imma_tiles)
 
 STEP = 4 * 32  # inputs per step of imma_gemm.cu
 
@@ -33,3 +34,13 @@ def test_each_mode_holds_what_the_kernel_assumes(words, groups):
 
 def test_the_modes_by_group_size():
     assert [imma_mode(g) for g in (32, 64, 96, 128, 160, 192, 256)] == [0, 0, 0, 2, 1, 1, 1]
+
+
+@given(M=st.integers(1, 16), p=st.integers(1, 4), g=st.sampled_from([32, 64, 96, 128, 192, 256]))
+def test_one_launch_takes_16_rows_only_where_that_kernel_is_compiled(M, p, g):
+    nt = imma_tiles(M, p)
+    assert nt in (1, 2)
+    assert (p, imma_mode(g), nt) in IMMA_INSTANCES
+    assert nt == 1 or (M > IMMA_TILE and p <= IMMA_TILES_UP_TO_PLANES)
+    launches = -(-M // (nt * IMMA_TILE))
+    assert launches == (1 if M <= IMMA_TILE or nt == 2 else 2)
