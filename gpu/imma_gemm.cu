@@ -129,15 +129,18 @@ constexpr int kImmaStages = kImmaSmemBytes / (int)sizeof(ImmaSlot<P, NT>) < 8
                                 ? kImmaSmemBytes / (int)sizeof(ImmaSlot<P, NT>) : 8;
 
 // A group's epilogue operands for this thread: scales (rows a, b) of NAL planes, offsets, and X, E of
-// the thread's two batch rows.  The scales' bits are kept one per 32-bit register until the epilogue:
-// pairing two halves in one register (or zeroing half of one) would wait for the loads there.
+// the thread's two batch rows in each of the NT tiles.  The scales' bits are kept one per 32-bit
+// register until the epilogue: pairing two halves in one register (or zeroing half of one) would wait
+// for the loads there.
 template <int NAL, int NT>
 struct GroupOperands {
   unsigned al[NAL][2], be[2];
   int X[NT][2], E[NT][2];
 };
 __device__ __forceinline__ unsigned half_bits(const __half* p) { return __half_as_ushort(*p); }
-__device__ __forceinline__ float half_value(unsigned bits) { return __half2float(__ushort_as_half((unsigned short)bits)); }
+__device__ __forceinline__ float half_value(unsigned bits) {
+  return __half2float(__ushort_as_half((unsigned short)bits));
+}
 
 __device__ __forceinline__ u32 word_of(const uint4& v, int e) { return e == 0 ? v.x : e == 1 ? v.y : e == 2 ? v.z : v.w; }
 
@@ -181,8 +184,8 @@ __device__ __forceinline__ void imma_gemm_body(
 
   // What this thread copies each step, fixed for the whole loop: NC (plane, block row) chunks of 16
   // bytes, ND 16-byte pieces of the step's B fragments, and (kGroupIsStep, threads 0 to 4 NT - 1) 16
-  // bytes of the group's X or E.  Rows past N read row 0 with zero bytes (cp.async fills zeros); their outputs are
-  // never stored.
+  // bytes of the group's X or E.  Rows past N read row 0 with zero bytes (cp.async fills zeros); their
+  // outputs are never stored.
   constexpr int NC = (P * kRows + kThreads - 1) / kThreads;
   constexpr int kFragChunks = kWordFrag * 8 / 16;  // 16-byte pieces of one word's fragments
   constexpr int kWordChunks = kFragChunks * NT;      // of one word's fragments for every tile
@@ -479,8 +482,9 @@ __device__ __forceinline__ void imma_gemm_body(
 }
 
 // P = p planes (1..4, checked by gpu/kernels.py before launch): a template parameter so that the
-// registers hold exactly the planes the call reads.  MODE: how groups fall on steps (above).  Blocks of 4 warps (64 rows):
-// 8 warps fetch the activations half as often but measured slower on every benchmark shape (H200).
+// registers hold exactly the planes the call reads.  MODE: how groups fall on steps (above); NT: tiles
+// of 8 batch rows.  Blocks of 4 warps (64 rows): 8 warps fetch the activations half as often but
+// measured slower on every benchmark shape (H200).
 // 4 blocks per SM for p <= 2, 3 above (the register budget; more would spill).
 template <int P, int MODE, int NT>
 __global__ void __launch_bounds__(kImmaWarps * 32, P <= 2 ? 4 : 3)
