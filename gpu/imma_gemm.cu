@@ -179,7 +179,7 @@ __device__ __forceinline__ void imma_gemm_body(
   const int kw_begin = g_begin * wpg, kw_end = g_end * wpg;
   const int n_steps = (kw_end - kw_begin + kStepWordsI8 - 1) / kStepWordsI8;
   // 16-byte copies of a row's 4 words need step-aligned words (always so when a step is a group)
-  const bool aligned = MODE == kGroupIsStep || ((KW % kStepWordsI8) == 0 && (kw_begin % kStepWordsI8) == 0);
+  const bool aligned = (KW % kStepWordsI8) == 0 && (kw_begin % kStepWordsI8) == 0;
   const int col0 = 2 * tig, col1 = 2 * tig + 1;  // the C fragment's batch rows of this thread (tile 0)
 
   // What this thread copies each step, fixed for the whole loop: NC (plane, block row) chunks of 16

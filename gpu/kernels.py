@@ -321,6 +321,7 @@ def bmma_gemv(x, tiles, alpha, beta=None, *, group_size: int, out=None, split: i
 IMMA_PLANES = (1, 2, 3, 4)  # imma_gemm.cu: one instantiation per p
 IMMA_TILE = 8               # batch rows per launch (the mma's N)
 IMMA_WORD_FRAG = 128        # uint32 of B fragments per plane word: [2 digits, 32 lanes, 2]
+IMMA_STEP = 4 * 32          # inputs per pipeline step of imma_gemm.cu (kStepWordsI8 words)
 IMMA_MODES = (0, 1, 2)      # imma_gemm.cu: groups in a step (g < 128), one group end per step, a step is a group
 IMMA_TILES_UP_TO_PLANES = 3  # two tiles of 8 batch rows in one launch up to 3 planes (at 4 the kernel spills)
 IMMA_INSTANCES = [(p, m, t) for p in IMMA_PLANES for m in IMMA_MODES for t in (1, 2)
@@ -335,7 +336,7 @@ def imma_tiles(M: int, p: int) -> int:
 
 def imma_mode(group_size: int) -> int:
     """imma_gemm.cu's MODE: how the contract's groups fall on its 4-word (128-input) steps."""
-    return 2 if group_size == 4 * 32 else 1 if group_size > 4 * 32 else 0
+    return 2 if group_size == IMMA_STEP else 1 if group_size > IMMA_STEP else 0
 
 
 def imma_supports(M: int, p: int, group_size: int) -> bool:
@@ -407,7 +408,7 @@ def _launch_exact(dev, stream, module, encoder, encode_blocks, n_frag, kernel, x
     (gpu/launch.py), which only a kernel that waits for it (dependent_launch.cuh) may ask for;
     bmma_gemv does, the int8 and fp16 kernels measured slower or no faster that way (docs/kernels.md).
     rows_per_block: 64 but for bmma_gemv with parts > 1 (64 / parts).  ex_rows: batch rows of the encoder's E
-    and X (imma_gemm writes them for all 8 of its tile, group-major); None = M."""
+    and X (imma_gemm writes them group-major for all 8 or 16 rows of its launch); None = M."""
     split = exact_mma.contract_split(N, K, group_size, split)
     num_splits = _num_splits(G, group_size, split)
     row_tiles = -(-N // rows_per_block)

@@ -4,10 +4,8 @@ assumptions on every group size the kernel takes, without a GPU (the kernel's by
 tested by tests/test_gpu_kernels.py)."""
 from hypothesis import given, strategies as st
 
-from gpu.kernels import (IMMA_INSTANCES, IMMA_MODES, IMMA_TILE, IMMA_TILES_UP_TO_PLANES, MAX_GROUP, imma_mode,
-                         imma_tiles)
-
-STEP = 4 * 32  # inputs per step of imma_gemm.cu
+from gpu.kernels import (IMMA_INSTANCES, IMMA_MODES, IMMA_STEP as STEP, IMMA_TILE, IMMA_TILES_UP_TO_PLANES, MAX_GROUP,
+                         imma_mode, imma_tiles)
 
 
 def _group_ends_per_step(g: int, groups: int) -> list[int]:
