@@ -11,7 +11,8 @@ miss costs the same on a 10 us layer and a 300 us one:
                               <- benchmarks/results/gemv_h100.json bcq_lut rows
     fit_kernel("bcq_dequant") dequantize.{memory_efficiency, fixed_s} <- gemv_h100.json bcq_dequant_cublas rows
     fit_kernel("bcq_bmma")    bcq_bmma.{step_latency_s, plane_step_latency_s, fixed_s} <- gemv_h200.json bcq_bmma
-    fit_kernel("bcq_imma")    bcq_imma.{step_latency_s, plane_step_latency_s, fixed_s} <- gemv_h200.json bcq_imma
+    fit_kernel("bcq_imma")    bcq_imma.{step_latency_s, plane_step_latency_s, tile_plane_step_latency_s, fixed_s}
+                              <- gemv_h200.json bcq_imma
                               (these two kernels were measured on the H200 only: FIT_DEVICE)
     fit_accelerators          datapath_pJ of FIGLUT, FIGNA, iFPU <- FIGLUT paper TOPS/W + trend
     bank_conflict_factor      Monte Carlo, no data
@@ -55,7 +56,8 @@ FITS = {
     "bcq_dequant": {("dequantize", "memory_efficiency"): (0.8, 0.1, 1.0, 0.1),
                     ("dequantize", "fixed_s"): (5e-6, 0.0, 50e-6, 1e-6)},
     "bcq_bmma": _exact_kernel_fit("bcq_bmma"),
-    "bcq_imma": _exact_kernel_fit("bcq_imma"),
+    "bcq_imma": {**_exact_kernel_fit("bcq_imma"),
+                 ("bcq_imma", "tile_plane_step_latency_s"): (0.05e-6, 0.0, 20e-6, 1e-7)},
 }
 MIN_ROWS = {"fp16": 4, "anyprec": 4, "bcq_lut": 8, "bcq_dequant": 4, "bcq_bmma": 8, "bcq_imma": 8}
 # Where each method was measured (the device its fit runs on); the others are H100 fits.

@@ -68,8 +68,11 @@ class BcqExact:
     """Our exact tensor-core kernels (bcq_bmma: 1-bit mma, bcq_imma: int8 mma), gpu/{bmma_gemv,imma_gemm}.cu.
 
     time = launches x (fixed + split_finish [splits > 1] + (chain^k + memory^k)^(1/k)),
-    chain = waves x steps per warp x batch factor x (step_latency + plane_step_latency x p),
-    steps per warp = split steps / parts (bcq_bmma: 2 parts where gpu/kernels.py bmma_parts takes them).
+    chain = waves x steps per warp x batch factor x (step_latency + plane_step_latency x p
+                                                     + (tiles - 1) x tile_plane_step_latency x p),
+    steps per warp = split steps / parts (bcq_bmma: 2 parts where gpu/kernels.py bmma_parts takes them);
+    tiles = 2 batch tiles of batch_per_launch rows in one launch where M > batch_per_launch and
+    p <= tiles_up_to_planes (bcq_imma: gpu/kernels.py imma_tiles), else 1.
     """
     max_batch: int
     max_planes: int
@@ -86,6 +89,7 @@ class BcqExact:
     max_parts: int
     parts_up_to_planes: int
     warp_slots_per_sm: int
+    tiles_up_to_planes: int
     split_max_inputs: int
     split_min_inputs: int
     split_work: int
@@ -94,6 +98,7 @@ class BcqExact:
     split_finish_s: float
     step_latency_s: float
     plane_step_latency_s: float
+    tile_plane_step_latency_s: float
     fixed_s: float
     name: str = ""
     sources: Mapping[str, str] = field(default_factory=_no_sources, compare=False)
