@@ -110,15 +110,18 @@ def main(argv=None):
     ap.add_argument("--base", type=Path, required=True, help="a checkout of this repository: its gpu/ is the baseline")
     ap.add_argument("--kernel", default="bmma_gemv", help=f"one of {', '.join(KERNELS)}")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--bits", type=int, nargs="+", default=list(BITS), help="precisions to time (default: all)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args(argv)
     try:
         check_kernel(args.kernel)
+        if not set(args.bits) <= set(BITS):
+            raise ValueError(f"bits: each must be one of {BITS}, got {args.bits}")
         base = load_base(args.base)
     except ValueError as e:
         ap.error(str(e))
     command = " ".join(["python -m benchmarks.kernel_ab"] + list(sys.argv[1:] if argv is None else argv))
-    run(base, args.kernel, args.out, batches=tuple(args.batch), command=command)
+    run(base, args.kernel, args.out, batches=tuple(args.batch), bits=tuple(args.bits), command=command)
 
 
 if __name__ == "__main__":

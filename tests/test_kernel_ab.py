@@ -25,6 +25,9 @@ def test_bad_base_and_kernel_are_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         kernel_ab.main(["--base", str(tmp_path)])
     assert "has no gpu/__init__.py" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        kernel_ab.main(["--base", str(tmp_path), "--bits", "3", "5"])
+    assert "bits: each must be one of" in capsys.readouterr().err
 
 
 def test_table_flags_unequal_outputs_and_summarises():
