@@ -11,7 +11,7 @@
 // word becomes the mma's A fragment with one shift and one AND per register: the bits a thread owns
 // in the fragment are chosen to be 4 bits of the word 8 apart, exactly the bytes of (word >> s) & 0x01010101.
 // The 8 batch rows of a tile are the mma's 8 columns, so the cost does not grow with the batch up to 8;
-// NT = 2 tiles (batch 9-16 in one launch, p <= 3) share every A fragment.
+// NT = 2 tiles (batch 9-16 in one launch; gpu/kernels.py imma_tiles says where) share every A fragment.
 //
 // Fragments of mma.m16n8k32 (thread: gid = lane / 4, tig = lane % 4), for plane word w of a row:
 //   A reg 0 / 2 (rows gid, gid + 8 in regs 0-1, 2-3): byte j = bit tig + 8j / bit tig + 4 + 8j of w
@@ -351,7 +351,8 @@ __device__ __forceinline__ void imma_gemm_body(
     // Step s is group g_begin + s.  Its first word starts the sums; its scales load a step ahead into
     // the other of two operand sets.  For p <= 3 the steps go in pairs, so that no copy between the sets
     // waits for those loads; at p = 4 one step at a time with a copy measured faster (H200, batch 8:
-    // 70B gate+up 226 against 263 us; pairs win at 2 bits, 118 against 163 us; docs/kernels.md).
+    // 70B gate+up 226 against 263 us; pairs win at 2 bits, 118 against 163 us, and at 3, 191 against
+    // 206 us; docs/kernels.md).
     constexpr bool kPairs = P <= 3;
     Ops ops[2];
     auto step = [&](int s, Ops& cur, Ops& nxt) {

@@ -323,15 +323,18 @@ IMMA_TILE = 8               # batch rows per launch (the mma's N)
 IMMA_WORD_FRAG = 128        # uint32 of B fragments per plane word: [2 digits, 32 lanes, 2]
 IMMA_STEP = 4 * 32          # inputs per pipeline step of imma_gemm.cu (kStepWordsI8 words)
 IMMA_MODES = (0, 1, 2)      # imma_gemm.cu: groups in a step (g < 128), one group end per step, a step is a group
-IMMA_TILES_UP_TO_PLANES = 3  # two tiles of 8 batch rows in one launch up to 3 planes (at 4 the kernel spills)
+# Two tiles of 8 batch rows in one launch up to this many planes, per MODE: at g = 128 (MODE 2) every
+# precision (p = 4: 168 registers, no spill; measured 1.53-1.67x two launches), else up to 3 (at p = 4
+# MODE 1 spills; MODE 0 does not, but was not measured).
+IMMA_TILES_UP_TO_PLANES = {0: 3, 1: 3, 2: 4}
 IMMA_INSTANCES = [(p, m, t) for p in IMMA_PLANES for m in IMMA_MODES for t in (1, 2)
-                  if t == 1 or p <= IMMA_TILES_UP_TO_PLANES]  # imma_gemm.cu <P, MODE, NT>
+                  if t == 1 or p <= IMMA_TILES_UP_TO_PLANES[m]]  # imma_gemm.cu <P, MODE, NT>
 
 
-def imma_tiles(M: int, p: int) -> int:
+def imma_tiles(M: int, p: int, group_size: int) -> int:
     """Tiles of 8 batch rows per imma_gemm launch: 2 (one launch, the A fragments unpacked once for both)
-    for batch 9-16 at p <= 3, else 1 (launches of 8 rows)."""
-    return 2 if M > IMMA_TILE and p <= IMMA_TILES_UP_TO_PLANES else 1
+    for batch 9-16 where p <= IMMA_TILES_UP_TO_PLANES[imma_mode(group_size)], else 1 (launches of 8 rows)."""
+    return 2 if M > IMMA_TILE and p <= IMMA_TILES_UP_TO_PLANES[imma_mode(group_size)] else 1
 
 
 def imma_mode(group_size: int) -> int:
@@ -354,7 +357,8 @@ def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: 
     reference.exact_mma_gemm, so the same bytes as mma_gemm and bmma_gemv.
 
     Per launch: one kernel that splits the activations' int16 fixed-point values into their two bytes
-    (bcq::encode_digits), then the GEMM; a launch takes 8 batch rows, or 16 at p <= 3 (imma_tiles).
+    (bcq::encode_digits), then the GEMM; a launch takes 8 batch rows, or 16 (imma_tiles: at g = 128 always,
+    else at p <= 3).
     split: a nominal split of the contract (equalized by reference.exact_mma.contract_split); None = its choice.
     """
     exact_mma.check_split(split)
@@ -366,7 +370,7 @@ def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: 
     if alpha.size >= 2 ** 31:
         raise ValueError(f"alpha: imma_gemm indexes the scales with 32-bit offsets, so at most 2^31 - 1 "
                          f"elements; got {alpha.size} (use bcq_matmul)")
-    nt = imma_tiles(M, p)
+    nt = imma_tiles(M, p, group_size)
     rows = nt * IMMA_TILE  # batch rows per launch
     with stream:
         n_warps = rows * (K // 32)  # one per (batch row of the launch, word)

@@ -92,6 +92,15 @@ def lut_smem_bytes(mu: int, kernels=None) -> int:
 def bcq_lut(gpu, N, K, M=1, bits=2, *, g=128, mu=None, kernels=None) -> Cost:
     """Our AnyBCQ LUT-GEMM kernel at precision p = bits (M <= max_batch), else dequantize + cuBLAS."""
     gpu, kc = _ctx(gpu, kernels)
+    small = _lut_kernel(gpu, N, K, M, bits, g, mu, kc)
+    if np.all(np.asarray(M) <= kc.bcq_lut.max_batch):
+        return small
+    return select("bcq_lut", np.asarray(M) <= kc.bcq_lut.max_batch, small,
+                  bcq_dequant(gpu, N, K, M, bits, g=g, kernels=kc))
+
+
+def _lut_kernel(gpu, N, K, M, bits, g, mu, kc) -> Cost:
+    """The LUT kernel alone: NaN where M > max_batch (bcq_lut falls back to dequantize + cuBLAS there)."""
     c = kc.bcq_lut
     mu = c.mu if mu is None else int(mu)
     if mu < 1 or 32 % mu:
@@ -127,10 +136,8 @@ def bcq_lut(gpu, N, K, M=1, bits=2, *, g=128, mu=None, kernels=None) -> Cost:
            "issue": warp_instr / (active * gpu.schedulers_per_sm * gpu.clock_Hz * c.issue_efficiency),
            "smem": wavefronts / (active * gpu.clock_Hz * c.smem_efficiency),
            "latency": chain}
-    small = roofline("bcq_lut", gpu.name, res, c.fixed_s, gpu.launch_s, b, ops, 2 * M * N * K, supported=fits)
-    if np.all(M <= c.max_batch):
-        return small
-    return select("bcq_lut", M <= c.max_batch, small, bcq_dequant(gpu, N, K, M, p, g=g, kernels=kc))
+    return roofline("bcq_lut", gpu.name, res, c.fixed_s, gpu.launch_s, b, ops, 2 * M * N * K,
+                    supported=fits & (M <= c.max_batch))
 
 
 def contract_split(N, K, g=128, kernels=None):
@@ -182,7 +189,8 @@ def _bcq_exact(method, gpu, N, K, M, bits, g, kernels) -> Cost:
     N, K, M, p, g = as_arrays(N, K, M, bits, g)
     _check_positive(N=N, K=K, M=M, bits=p)
     Mp, S = _bucket_and_step_groups(c, M, g)
-    tiles = np.where((M > c.batch_per_launch) & (p <= c.tiles_up_to_planes), 2, 1)
+    up_to = np.where(g == c.step_inputs, c.step_group_tiles_up_to_planes, c.tiles_up_to_planes)
+    tiles = np.where((M > c.batch_per_launch) & (p <= up_to), 2, 1)
     launches = ceil_div(M, c.batch_per_launch * tiles)
     ok = (p == np.round(p)) & (p <= c.max_planes) & (M <= c.max_batch) & (g <= c.max_group)
     if method == "bcq_bmma":
@@ -217,8 +225,8 @@ def bcq_bmma(gpu, N, K, M=1, bits=2, *, g=128, kernels=None) -> Cost:
 
 
 def bcq_imma(gpu, N, K, M=1, bits=2, *, g=128, kernels=None) -> Cost:
-    """Our int8 tensor-core kernel (gpu/imma_gemm.cu): M <= 16 (one launch; two of 8 rows at p = 4), p <= 4,
-    g <= 256, else NaN."""
+    """Our int8 tensor-core kernel (gpu/imma_gemm.cu): M <= 16 (one launch; two of 8 rows at p = 4 where
+    g != 128), p <= 4, g <= 256, else NaN."""
     return _bcq_exact("bcq_imma", gpu, N, K, M, bits, g, kernels)
 
 
@@ -232,8 +240,9 @@ def bcq_auto(gpu, N, K, M=1, bits=2, *, g=128, mu=None, kernels=None) -> Cost:
     """The fastest of our paths per configuration, an ideal dispatcher: the 1-bit and int8 tensor-core
     kernels where they take the call (bcq_bmma as if given its tiles), the LUT kernel, dequantize +
     cuBLAS.  gpu.bcq_matmul picks by fixed batch thresholds instead; gpu.mma_gemm is not modelled."""
-    best = bcq_dequant(gpu, N, K, M, bits, g=g, kernels=kernels)
-    for path in (bcq_lut(gpu, N, K, M, bits, g=g, mu=mu, kernels=kernels),
+    gpu, kc = _ctx(gpu, kernels)
+    best = bcq_dequant(gpu, N, K, M, bits, g=g, kernels=kc)
+    for path in (_lut_kernel(gpu, N, K, M, bits, g, mu, kc),  # its fallback is the dequantize path above
                  bcq_imma(gpu, N, K, M, bits, g=g, kernels=kernels),
                  bcq_bmma(gpu, N, K, M, bits, g=g, kernels=kernels)):
         best = select("bcq_auto", path.time_s < best.time_s, path, best)  # NaN (does not take it) never wins

@@ -72,7 +72,8 @@ class BcqExact:
                                                      + (tiles - 1) x tile_plane_step_latency x p),
     steps per warp = split steps / parts (bcq_bmma: 2 parts where gpu/kernels.py bmma_parts takes them);
     tiles = 2 batch tiles of batch_per_launch rows in one launch where M > batch_per_launch and
-    p <= tiles_up_to_planes (bcq_imma: gpu/kernels.py imma_tiles), else 1.
+    p <= tiles_up_to_planes (p <= step_group_tiles_up_to_planes where g = step_inputs; bcq_imma:
+    gpu/kernels.py imma_tiles), else 1.
     """
     max_batch: int
     max_planes: int
@@ -90,6 +91,7 @@ class BcqExact:
     parts_up_to_planes: int
     warp_slots_per_sm: int
     tiles_up_to_planes: int
+    step_group_tiles_up_to_planes: int
     split_max_inputs: int
     split_min_inputs: int
     split_work: int

@@ -189,7 +189,7 @@ def test_mma_gemm_close_to_float64():
 
 # --- the 1-bit tensor-core path (gpu/bmma_gemv.cu): the same contract, the same bytes ------------
 from bcq_core.layout import tile_planes  # noqa: E402
-from gpu.kernels import bmma_parts_choices, bmma_supports  # noqa: E402
+from gpu.kernels import IMMA_INSTANCES, bmma_parts_choices, bmma_supports, imma_mode, imma_tiles  # noqa: E402
 
 
 def tiled(dev):
@@ -337,6 +337,18 @@ def test_imma_gemm_equals_mma_gemm_on_real_shapes(N, K, g, M):
     x, planes, alpha, _ = random_problem(np.random.default_rng(N + K + M), M, N, K, 4, g)
     dev = [cupy.asarray(a) for a in (x, planes, alpha)]
     assert_same_bytes(cupy.asnumpy(gpu.imma_gemm(*dev, group_size=g)), cupy.asnumpy(gpu.mma_gemm(*dev, group_size=g)))
+
+
+@pytest.mark.parametrize("p,mode", sorted({(p, m) for p, m, t in IMMA_INSTANCES if t == 2}))
+def test_imma_gemm_16_rows_in_one_launch_matches_reference_bytes(p, mode):
+    """Every compiled two-tile variant (batch 9-16 in one launch), at a group size of its mode, with beta."""
+    g = {0: 64, 1: 192, 2: 128}[mode]
+    assert imma_mode(g) == mode and imma_tiles(16, p, g) == 2
+    x, planes, alpha, beta = random_problem(np.random.default_rng(p * 10 + mode), 16, 130, 24 * 128, p, g,
+                                            with_beta=True, kind="mixed")
+    dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    assert_same_bytes(cupy.asnumpy(gpu.imma_gemm(*dev, group_size=g)),
+                      exact_mma_gemm(x, planes, alpha, beta, group_size=g))
 
 
 def test_imma_gemm_rows_do_not_depend_on_the_batch():

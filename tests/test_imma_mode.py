@@ -36,9 +36,11 @@ def test_the_modes_by_group_size():
 
 @given(M=st.integers(1, 16), p=st.integers(1, 4), g=st.sampled_from([32, 64, 96, 128, 192, 256]))
 def test_one_launch_takes_16_rows_only_where_that_kernel_is_compiled(M, p, g):
-    nt = imma_tiles(M, p)
+    nt = imma_tiles(M, p, g)
     assert nt in (1, 2)
     assert (p, imma_mode(g), nt) in IMMA_INSTANCES
-    assert nt == 1 or (M > IMMA_TILE and p <= IMMA_TILES_UP_TO_PLANES)
+    assert nt == 1 or (M > IMMA_TILE and p <= IMMA_TILES_UP_TO_PLANES[imma_mode(g)])
+    if M > IMMA_TILE and g == STEP:
+        assert nt == 2  # at g = 128 every precision takes 16 rows in one launch
     launches = -(-M // (nt * IMMA_TILE))
     assert launches == (1 if M <= IMMA_TILE or nt == 2 else 2)
