@@ -486,7 +486,8 @@ __device__ __forceinline__ void imma_gemm_body(
 // registers hold exactly the planes the call reads.  MODE: how groups fall on steps (above); NT: tiles
 // of 8 batch rows.  Blocks of 4 warps (64 rows): 8 warps fetch the activations half as often but
 // measured slower on every benchmark shape (H200).
-// 4 blocks per SM for p <= 2, 3 above (the register budget; more would spill).
+// At least 4 blocks per SM for p <= 2, 3 above (the register budget; more would spill); at p = 3 with
+// one tile the registers stay <= 128, so 4 fit there too.
 template <int P, int MODE, int NT>
 __global__ void __launch_bounds__(kImmaWarps * 32, P <= 2 ? 4 : 3)
 imma_gemm(const u32* __restrict__ digits, const int* __restrict__ E_in, const int* __restrict__ X_in,
