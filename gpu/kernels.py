@@ -324,7 +324,7 @@ IMMA_WORD_FRAG = 128        # uint32 of B fragments per plane word: [2 digits, 3
 IMMA_STEP = 4 * 32          # inputs per pipeline step of imma_gemm.cu (kStepWordsI8 words)
 IMMA_MODES = (0, 1, 2)      # imma_gemm.cu: groups in a step (g < 128), one group end per step, a step is a group
 # Two tiles of 8 batch rows in one launch up to this many planes, per MODE: at g = 128 (MODE 2) every
-# precision (p = 4: 168 registers, no spill; measured 1.53-1.67x two launches), else up to 3 (at p = 4
+# precision (p = 4: 168 registers, no spill; measured 1.53-1.68x two launches), else up to 3 (at p = 4
 # MODE 1 spills; MODE 0 does not, but was not measured).
 IMMA_TILES_UP_TO_PLANES = {0: 3, 1: 3, 2: 4}
 IMMA_INSTANCES = [(p, m, t) for p in IMMA_PLANES for m in IMMA_MODES for t in (1, 2)

@@ -243,8 +243,8 @@ def bcq_auto(gpu, N, K, M=1, bits=2, *, g=128, mu=None, kernels=None) -> Cost:
     gpu, kc = _ctx(gpu, kernels)
     best = bcq_dequant(gpu, N, K, M, bits, g=g, kernels=kc)
     for path in (_lut_kernel(gpu, N, K, M, bits, g, mu, kc),  # its fallback is the dequantize path above
-                 bcq_imma(gpu, N, K, M, bits, g=g, kernels=kernels),
-                 bcq_bmma(gpu, N, K, M, bits, g=g, kernels=kernels)):
+                 bcq_imma(gpu, N, K, M, bits, g=g, kernels=kc),
+                 bcq_bmma(gpu, N, K, M, bits, g=g, kernels=kc)):
         best = select("bcq_auto", path.time_s < best.time_s, path, best)  # NaN (does not take it) never wins
     return best
 
