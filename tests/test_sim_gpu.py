@@ -132,6 +132,8 @@ def test_exact_kernels_counted_constants_are_the_sources():
     assert int(re.search(r"kStepWordsI8 = (\d+);", imma).group(1)) * 32 == i.step_inputs
     assert f"S * Mp <= {b.reduce_above} ? {b.blocks_per_sm} : {b.blocks_per_sm_reduced})" in bmma
     assert f"P <= {i.reduce_above} ? {i.blocks_per_sm} : {i.blocks_per_sm_reduced})" in imma
+    # so BMMA_WARP_SLOTS (== warp_slots_per_sm above) is the .cu's launch bounds times its warps per block
+    assert b.warp_slots_per_sm == b.blocks_per_sm * b.warps_per_block
     for M in range(1, 17):   # what the model supports is what the wrappers take
         for p in range(1, 6):
             for g in (64, 128, 256):
