@@ -92,11 +92,10 @@ def lut_smem_bytes(mu: int, kernels=None) -> int:
 def bcq_lut(gpu, N, K, M=1, bits=2, *, g=128, mu=None, kernels=None) -> Cost:
     """Our AnyBCQ LUT-GEMM kernel at precision p = bits (M <= max_batch), else dequantize + cuBLAS."""
     gpu, kc = _ctx(gpu, kernels)
-    small = _lut_kernel(gpu, N, K, M, bits, g, mu, kc)
-    if np.all(np.asarray(M) <= kc.bcq_lut.max_batch):
+    small, takes = _lut_kernel(gpu, N, K, M, bits, g, mu, kc), np.asarray(M) <= kc.bcq_lut.max_batch
+    if np.all(takes):
         return small
-    return select("bcq_lut", np.asarray(M) <= kc.bcq_lut.max_batch, small,
-                  bcq_dequant(gpu, N, K, M, bits, g=g, kernels=kc))
+    return select("bcq_lut", takes, small, bcq_dequant(gpu, N, K, M, bits, g=g, kernels=kc))
 
 
 def _lut_kernel(gpu, N, K, M, bits, g, mu, kc) -> Cost:
