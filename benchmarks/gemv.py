@@ -87,12 +87,12 @@ def device_name(props) -> str:
     return props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
 
 
-def random_weights(cupy, rng, N, K, bits, copies):
+def random_weights(cupy, rng, N, K, bits, copies, g=GROUP):
     """`copies` random packed weights on the GPU: planes [max(bits), N, K/32] uint32 and, per p in bits,
-    scales [p, N, K/GROUP] float16 (|N(0, 0.01²)|)."""
+    scales [p, N, K/g] float16 (|N(0, 0.01²)|)."""
     planes = [cupy.asarray(rng.integers(0, 2 ** 32, size=(max(bits), N, K // 32), dtype=np.uint64).astype(np.uint32))
               for _ in range(copies)]
-    alphas = {p: [cupy.asarray((np.abs(rng.standard_normal((p, N, K // GROUP))) * 0.01).astype(np.float16))
+    alphas = {p: [cupy.asarray((np.abs(rng.standard_normal((p, N, K // g))) * 0.01).astype(np.float16))
                   for _ in range(copies)] for p in bits}
     return planes, alphas
 

@@ -46,20 +46,30 @@ def check_kernel(kernel: str) -> str:
     return kernel
 
 
-def run(base, kernel: str, out_dir: Path, layers=LAYERS, batches=(1, 2), bits=BITS, command=""):
+def check_group_size(group_size: int, layers=LAYERS) -> int:
+    """A group size every layer of `layers` takes: a positive multiple of 32 that divides each K."""
+    bad = [name for name, (_, K) in layers.items() if group_size <= 0 or group_size % 32 or K % group_size]
+    if bad:
+        raise ValueError(f"group_size: must be a positive multiple of 32 dividing every layer's K, got {group_size} "
+                         f"(fails for {', '.join(bad)})")
+    return group_size
+
+
+def run(base, kernel: str, out_dir: Path, layers=LAYERS, batches=(1, 2), bits=BITS, group_size=GROUP, command=""):
     """base: the baseline gpu package (load_base); returns (meta, rows) and writes the JSON and markdown."""
     import cupy
 
     import gpu
 
     check_kernel(kernel)
+    check_group_size(group_size, layers)
     new_fn, base_fn = getattr(gpu, kernel), getattr(base, kernel)
     rng = np.random.default_rng(0)
     bw = copy_bandwidth(cupy)
     rows = []
     for name, (N, K) in layers.items():
         n = copies_beyond_l2(max(bits) * N * K // 8)
-        planes, alphas = random_weights(cupy, rng, N, K, bits, n)
+        planes, alphas = random_weights(cupy, rng, N, K, bits, n, g=group_size)
         # each package gets the weights in the layout it reads (bmma_gemv: tiles, where it has them)
         w_base, w_new = kernel_weights(base, kernel, planes), kernel_weights(gpu, kernel, planes)
         for M in batches:
@@ -67,14 +77,14 @@ def run(base, kernel: str, out_dir: Path, layers=LAYERS, batches=(1, 2), bits=BI
             y_base, y_new = cupy.empty((M, N), cupy.float16), cupy.empty((M, N), cupy.float16)
             for p in bits:
                 def call(fn, weights, out):
-                    return lambda i: fn(x, weights[i][:p], alphas[p][i], group_size=GROUP, out=out)
+                    return lambda i: fn(x, weights[i][:p], alphas[p][i], group_size=group_size, out=out)
                 call(base_fn, w_base, y_base)(0)
                 call(new_fn, w_new, y_new)(0)
                 same = bool((y_base.view(cupy.uint16) == y_new.view(cupy.uint16)).all())
                 t_base = time_graph(cupy, call(base_fn, w_base, y_base), n)
                 t_new = time_graph(cupy, call(new_fn, w_new, y_new), n)
                 t_base = min(t_base, time_graph(cupy, call(base_fn, w_base, y_base), n))
-                floor = bcq_bytes(N, K, M, p) / bw * 1e6
+                floor = bcq_bytes(N, K, M, p, g=group_size) / bw * 1e6
                 rows.append(dict(layer=name, N=N, K=K, M=M, bits=p, base_us=t_base, new_us=t_new,
                                  speedup=t_base / t_new, floor_us=floor, bytes_equal=same))
                 print(f"{name:12s} M={M} {p}-bit  base {t_base:7.1f} us  new {t_new:7.1f} us  "
@@ -83,7 +93,7 @@ def run(base, kernel: str, out_dir: Path, layers=LAYERS, batches=(1, 2), bits=BI
         cupy.get_default_memory_pool().free_all_blocks()
     gpu_name = device_name(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id))
     base_dir = str(Path(base.__file__).parent.parent)
-    meta = dict(gpu=gpu_name, kernel=kernel, base=base_dir, copy_bandwidth_Bps=bw, group_size=GROUP,
+    meta = dict(gpu=gpu_name, kernel=kernel, base=base_dir, copy_bandwidth_Bps=bw, group_size=group_size,
                 date=time.strftime("%Y-%m-%d"), command=command)
     stem = f"kernel_ab_{kernel}_{gpu_slug(gpu_name)}"
     save_results(out_dir, stem, meta, "rows", rows, markdown(meta, rows))
@@ -94,7 +104,8 @@ def markdown(meta, rows) -> str:
     """The A/B table: µs of both, the speed-up new/base, the share of the bandwidth floor, byte equality."""
     lines = [f"# {meta['kernel']}: this checkout against {meta['base']} on {meta['gpu']}", "",
              f"`{meta['command']}` ({meta['date']}); floor = bytes / measured copy bandwidth "
-             f"({meta['copy_bandwidth_Bps'] / 1e9:.0f} GB/s); base time = faster of two timings around the new one.", "",
+             f"({meta['copy_bandwidth_Bps'] / 1e9:.0f} GB/s); group size {meta.get('group_size', GROUP)}; "
+             "base time = faster of two timings around the new one.", "",
              "| layer | M | bits | base µs | new µs | base / new | new % of floor | outputs equal (bytes) |",
              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['layer']} | {r['M']} | {r['bits']} | {r['base_us']:.1f} | {r['new_us']:.1f} | {r['speedup']:.2f}× "
@@ -111,17 +122,20 @@ def main(argv=None):
     ap.add_argument("--kernel", default="bmma_gemv", help=f"one of {', '.join(KERNELS)}")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--bits", type=int, nargs="+", default=list(BITS), help="precisions to time (default: all)")
+    ap.add_argument("--group-size", type=int, default=GROUP, help=f"inputs per scale group (default {GROUP})")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args(argv)
     try:
         check_kernel(args.kernel)
         if not set(args.bits) <= set(BITS):
             raise ValueError(f"bits: each must be one of {BITS}, got {args.bits}")
+        check_group_size(args.group_size)
         base = load_base(args.base)
     except ValueError as e:
         ap.error(str(e))
     command = " ".join(["python -m benchmarks.kernel_ab"] + list(sys.argv[1:] if argv is None else argv))
-    run(base, args.kernel, args.out, batches=tuple(args.batch), bits=tuple(args.bits), command=command)
+    run(base, args.kernel, args.out, batches=tuple(args.batch), bits=tuple(args.bits),
+        group_size=args.group_size, command=command)
 
 
 if __name__ == "__main__":

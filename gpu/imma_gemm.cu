@@ -1,4 +1,4 @@
-// Integer tensor-core BCQ GEMM for batches:  y[M, N] = x[M, K] * W_hat[N, K]^T,  M <= 8 NT per launch, p <= 4.
+// Integer tensor-core BCQ GEMM for batches:  y[M, N] = x[M, K] * W_hat[N, K]^T,  M <= 8 NT <= 16, p <= 4.
 //
 // Bit-exact with reference/exact_mma.py: the contract of mma_gemm.cu and bmma_gemv.cu, hence the
 // same bytes.  The contract makes every group sum an exact integer, S_i = sum_k beta_ik fix_k with
@@ -11,7 +11,7 @@
 // word becomes the mma's A fragment with one shift and one AND per register: the bits a thread owns
 // in the fragment are chosen to be 4 bits of the word 8 apart, exactly the bytes of (word >> s) & 0x01010101.
 // The 8 batch rows of a tile are the mma's 8 columns, so the cost does not grow with the batch up to 8;
-// NT = 2 tiles (batch 9-16 in one launch; gpu/kernels.py imma_tiles says where) share every A fragment.
+// NT = 2 tiles (batch 9-16, one launch: gpu/kernels.py imma_tiles) share every A fragment.
 //
 // Fragments of mma.m16n8k32 (thread: gid = lane / 4, tig = lane % 4), for plane word w of a row:
 //   A reg 0 / 2 (rows gid, gid + 8 in regs 0-1, 2-3): byte j = bit tig + 8j / bit tig + 4 + 8j of w
@@ -124,9 +124,16 @@ struct ImmaSlot {
   uint2 frag[kStepWordsI8][kWordFrag * NT];
   int2 X[4 * NT], E[4 * NT];
 };
-template <int P, int NT>
-constexpr int kImmaStages = kImmaSmemBytes / (int)sizeof(ImmaSlot<P, NT>) < 8
-                                ? kImmaSmemBytes / (int)sizeof(ImmaSlot<P, NT>) : 8;
+// Ring slots: as many as fit in kImmaSmemBytes, at most 8; but 7 at p = 3 with one tile on splits longer
+// than 4096 inputs where the scales are read through L1 (g <= 128).  There 4 blocks' rings of 8 (166 KB)
+// made the SM configure 201 KB of shared memory and left L1 too little for the scale loads (hit rate
+// 14 %, 34 % with 7 slots); on splits of 16 steps or fewer the eighth slot measured worth more than that
+// L1, and at g > 128 (scales prefetched into L2 a step ahead) 7 slots measured no faster (docs/kernels.md, H200).
+template <int P, int MODE, int NT>
+constexpr int kImmaMaxStages = (P == 3 && NT == 1 && MODE != kGroupEndsInStep && kExactSplitInputs > 4096) ? 7 : 8;
+template <int P, int MODE, int NT>
+constexpr int kImmaStages = kImmaSmemBytes / (int)sizeof(ImmaSlot<P, NT>) < kImmaMaxStages<P, MODE, NT>
+                                ? kImmaSmemBytes / (int)sizeof(ImmaSlot<P, NT>) : kImmaMaxStages<P, MODE, NT>;
 
 // A group's epilogue operands for this thread: scales (rows a, b) of NAL planes, offsets, and X, E of
 // the thread's two batch rows in each of the NT tiles.  The scales' bits are kept one per 32-bit
@@ -158,7 +165,7 @@ __device__ __forceinline__ void imma_gemm_body(
     const u32* __restrict__ planes, const __half* __restrict__ alpha, const __half* __restrict__ beta,
     __half* __restrict__ y, float* __restrict__ workspace, unsigned int* __restrict__ counters,
     int M, int N, int K, int group_size) {
-  constexpr int kRows = kImmaWarps * kImmaRows, kThreads = kImmaWarps * 32, kStages = kImmaStages<P, NT>;
+  constexpr int kRows = kImmaWarps * kImmaRows, kThreads = kImmaWarps * 32, kStages = kImmaStages<P, MODE, NT>;
   constexpr bool kOneEnd = MODE != kGroupsInStep;  // a group's operands can be loaded a step ahead
   constexpr int NAL = kOneEnd ? P : 1;
   using Slot = ImmaSlot<P, NT>;
@@ -487,7 +494,8 @@ __device__ __forceinline__ void imma_gemm_body(
 // of 8 batch rows.  Blocks of 4 warps (64 rows): 8 warps fetch the activations half as often but
 // measured slower on every benchmark shape (H200).
 // At least 4 blocks per SM for p <= 2, 3 above (the register budget; more would spill); at p = 3 with
-// one tile the registers stay <= 128, so 4 fit there too.
+// one tile the registers stay <= 128, so 4 fit there too.  At p = 4 with two tiles and g > 128 the 168
+// registers of 3 blocks spill 48 bytes; it still measured 1.43-1.57x two launches of one tile.
 template <int P, int MODE, int NT>
 __global__ void __launch_bounds__(kImmaWarps * 32, P <= 2 ? 4 : 3)
 imma_gemm(const u32* __restrict__ digits, const int* __restrict__ E_in, const int* __restrict__ X_in,

@@ -323,18 +323,14 @@ IMMA_TILE = 8               # batch rows per launch (the mma's N)
 IMMA_WORD_FRAG = 128        # uint32 of B fragments per plane word: [2 digits, 32 lanes, 2]
 IMMA_STEP = 4 * 32          # inputs per pipeline step of imma_gemm.cu (kStepWordsI8 words)
 IMMA_MODES = (0, 1, 2)      # imma_gemm.cu: groups in a step (g < 128), one group end per step, a step is a group
-# Two tiles of 8 batch rows in one launch up to this many planes, per MODE: at g = 128 (MODE 2) every
-# precision (p = 4: 168 registers, no spill; measured 1.53-1.68x two launches), else up to 3 (at p = 4
-# MODE 1 spills; MODE 0 does not, but was not measured).
-IMMA_TILES_UP_TO_PLANES = {0: 3, 1: 3, 2: 4}
-IMMA_INSTANCES = [(p, m, t) for p in IMMA_PLANES for m in IMMA_MODES for t in (1, 2)
-                  if t == 1 or p <= IMMA_TILES_UP_TO_PLANES[m]]  # imma_gemm.cu <P, MODE, NT>
+# Batch 9-16 is one launch of two tiles of 8 batch rows at every precision and group size: each A
+# fragment, unpacked once, feeds both tiles' mma (measured 1.43-1.78x two launches of 8 rows, H200).
+IMMA_INSTANCES = [(p, m, t) for p in IMMA_PLANES for m in IMMA_MODES for t in (1, 2)]  # imma_gemm.cu <P, MODE, NT>
 
 
-def imma_tiles(M: int, p: int, group_size: int) -> int:
-    """Tiles of 8 batch rows per imma_gemm launch: 2 (one launch, the A fragments unpacked once for both)
-    for batch 9-16 where p <= IMMA_TILES_UP_TO_PLANES[imma_mode(group_size)], else 1 (launches of 8 rows)."""
-    return 2 if M > IMMA_TILE and p <= IMMA_TILES_UP_TO_PLANES[imma_mode(group_size)] else 1
+def imma_tiles(M: int) -> int:
+    """Tiles of 8 batch rows in imma_gemm's one launch: 2 for batch 9-16, else 1."""
+    return 2 if M > IMMA_TILE else 1
 
 
 def imma_mode(group_size: int) -> int:
@@ -356,9 +352,8 @@ def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: 
     """y = x W_hat^T (float16 [M, N], M <= 16, p <= 4) on int8 tensor cores; bit-exact with
     reference.exact_mma_gemm, so the same bytes as mma_gemm and bmma_gemv.
 
-    Per launch: one kernel that splits the activations' int16 fixed-point values into their two bytes
-    (bcq::encode_digits), then the GEMM; a launch takes 8 batch rows, or 16 (imma_tiles: at g = 128 always,
-    else at p <= 3).
+    Two launches: one kernel that splits the activations' int16 fixed-point values into their two bytes
+    (bcq::encode_digits), then the GEMM, on one tile of 8 batch rows or two (batch 9-16: imma_tiles).
     split: a nominal split of the contract (equalized by reference.exact_mma.contract_split); None = its choice.
     """
     exact_mma.check_split(split)
@@ -370,16 +365,13 @@ def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: 
     if alpha.size >= 2 ** 31:
         raise ValueError(f"alpha: imma_gemm indexes the scales with 32-bit offsets, so at most 2^31 - 1 "
                          f"elements; got {alpha.size} (use bcq_matmul)")
-    nt = imma_tiles(M, p, group_size)
-    rows = nt * IMMA_TILE  # batch rows per launch
+    nt = imma_tiles(M)
+    rows = nt * IMMA_TILE  # batch rows the encoder writes (zero past M)
     with stream:
-        n_warps = rows * (K // 32)  # one per (batch row of the launch, word)
-        for m0 in range(0, M, rows):
-            Mt = min(rows, M - m0)
-            _launch_exact(dev, stream, "imma_gemm", "bcq::encode_digits", -(-n_warps // 4),
-                          (K // 32) * IMMA_WORD_FRAG * nt, f"bcq::imma_gemm<{p}, {imma_mode(group_size)}, {nt}>",
-                          x[m0:m0 + Mt], planes, alpha, beta, out[m0:m0 + Mt], Mt, N, K, G, None, group_size, split,
-                          ex_rows=rows)
+        n_warps = rows * (K // 32)  # one per (batch row, word)
+        _launch_exact(dev, stream, "imma_gemm", "bcq::encode_digits", -(-n_warps // 4),
+                      (K // 32) * IMMA_WORD_FRAG * nt, f"bcq::imma_gemm<{p}, {imma_mode(group_size)}, {nt}>",
+                      x, planes, alpha, beta, out, M, N, K, G, None, group_size, split, ex_rows=rows)
     return _back(out, tx)
 
 

@@ -188,8 +188,7 @@ def _bcq_exact(method, gpu, N, K, M, bits, g, kernels) -> Cost:
     N, K, M, p, g = as_arrays(N, K, M, bits, g)
     _check_positive(N=N, K=K, M=M, bits=p)
     Mp, S = _bucket_and_step_groups(c, M, g)
-    up_to = np.where(g == c.step_inputs, c.step_group_tiles_up_to_planes, c.tiles_up_to_planes)
-    tiles = np.where((M > c.batch_per_launch) & (p <= up_to), 2, 1)
+    tiles = np.where(M > c.batch_per_launch, c.max_tiles, 1)
     launches = ceil_div(M, c.batch_per_launch * tiles)
     ok = (p == np.round(p)) & (p <= c.max_planes) & (M <= c.max_batch) & (g <= c.max_group)
     if method == "bcq_bmma":

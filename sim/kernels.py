@@ -71,9 +71,8 @@ class BcqExact:
     chain = waves x steps per warp x batch factor x (step_latency + plane_step_latency x p
                                                      + (tiles - 1) x tile_plane_step_latency x p),
     steps per warp = split steps / parts (bcq_bmma: 2 parts where gpu/kernels.py bmma_parts takes them);
-    tiles = 2 batch tiles of batch_per_launch rows in one launch where M > batch_per_launch and
-    p <= tiles_up_to_planes (p <= step_group_tiles_up_to_planes where g = step_inputs; bcq_imma:
-    gpu/kernels.py imma_tiles), else 1.
+    tiles = max_tiles batch tiles of batch_per_launch rows in one launch where M > batch_per_launch
+    (bcq_imma: gpu/kernels.py imma_tiles), else 1.
     """
     max_batch: int
     max_planes: int
@@ -90,8 +89,7 @@ class BcqExact:
     max_parts: int
     parts_up_to_planes: int
     warp_slots_per_sm: int
-    tiles_up_to_planes: int
-    step_group_tiles_up_to_planes: int
+    max_tiles: int
     split_max_inputs: int
     split_min_inputs: int
     split_work: int

@@ -32,6 +32,11 @@ def test_every_cu_file_is_covered():
     assert sorted(p.name for p in GPU_DIR.glob("*.cu")) == sorted(INSTANTIATIONS)  # headers (.cuh) come along
 
 
+# The one instantiation allowed to spill, and by how much: imma_gemm<4, 1, 2> (p = 4, g > 128, two batch
+# tiles) needs more than the 168 registers of 3 blocks per SM; spilling, it still measured 1.43-1.57x
+# the two unspilled launches it replaces (docs/kernels.md, H200).  Any other spill, or a larger one, fails.
+KNOWN_SPILL_BYTES = {"_ZN3bcq9imma_gemmILi4ELi1ELi2E": 48}
+
 EXACT = ("mma_gemm.cu", "bmma_gemv.cu", "imma_gemm.cu")  # compiled once per contract split in use
 EQUALIZED = contract_split(8192, 28672, 128)  # 70B down: 7168, a split that is not a power of two
 CASES = [(name, split) for name in sorted(INSTANTIATIONS)
@@ -53,6 +58,11 @@ def test_compiles_and_does_not_spill_on_hopper(name, split, arch, tmp_path):
     if arch != "sm_90":  # the kernels are tuned for Hopper; elsewhere compiling is what is checked
         return
     # local-memory spills would silently slow the kernel by several times
+    function = None
     for line in out.stderr.splitlines():
-        if "spill stores" in line:
-            assert line.strip().startswith("0 bytes stack frame, 0 bytes spill stores"), line
+        if "Compiling entry function" in line:
+            function = line.split("'")[1]
+        elif "spill stores" in line:
+            spilled = int(line.split("bytes spill stores")[0].split(",")[-1])
+            allowed = next((b for prefix, b in KNOWN_SPILL_BYTES.items() if function.startswith(prefix)), 0)
+            assert spilled <= allowed, f"{function}: {line.strip()}"

@@ -343,7 +343,7 @@ def test_imma_gemm_equals_mma_gemm_on_real_shapes(N, K, g, M):
 def test_imma_gemm_16_rows_in_one_launch_matches_reference_bytes(p, mode):
     """Every compiled two-tile variant (batch 9-16 in one launch), at a group size of its mode, with beta."""
     g = {0: 64, 1: 192, 2: 128}[mode]
-    assert imma_mode(g) == mode and imma_tiles(16, p, g) == 2
+    assert imma_mode(g) == mode and imma_tiles(16) == 2
     x, planes, alpha, beta = random_problem(np.random.default_rng(p * 10 + mode), 16, 130, 24 * 128, p, g,
                                             with_beta=True, kind="mixed")
     dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]

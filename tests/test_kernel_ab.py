@@ -28,13 +28,18 @@ def test_bad_base_and_kernel_are_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         kernel_ab.main(["--base", str(tmp_path), "--bits", "3", "5"])
     assert "bits: each must be one of" in capsys.readouterr().err
+    for g in ("96", "0", "48"):                             # 96 does not divide K = 4096; 48 is no multiple of 32
+        with pytest.raises(SystemExit):
+            kernel_ab.main(["--base", str(tmp_path), "--group-size", g])
+        assert "group_size: must be a positive multiple of 32 dividing every layer's K" in capsys.readouterr().err
+    assert kernel_ab.check_group_size(64) == 64 and kernel_ab.check_group_size(256) == 256
 
 
 def test_table_flags_unequal_outputs_and_summarises():
     meta = dict(kernel="bmma_gemv", base="/b", gpu="NVIDIA H200", command="python -m benchmarks.kernel_ab --base /b",
-                date="2026-11-30", copy_bandwidth_Bps=4.0e12)
+                date="2026-11-30", copy_bandwidth_Bps=4.0e12, group_size=64)
     rows = [dict(layer="8B o", M=1, bits=2, base_us=9.0, new_us=10.0, speedup=0.9, floor_us=1.2, bytes_equal=True),
             dict(layer="8B o", M=1, bits=3, base_us=10.0, new_us=8.0, speedup=1.25, floor_us=1.7, bytes_equal=False)]
     text = kernel_ab.markdown(meta, rows)
-    assert "| 8B o | 1 | 3 | 10.0 | 8.0 | 1.25× | 21 % | **no** |" in text
+    assert "| 8B o | 1 | 3 | 10.0 | 8.0 | 1.25× | 21 % | **no** |" in text and "group size 64;" in text
     assert "min 0.90×, median 1.07×, max 1.25×" in text and "equal in 1 of 2 cases" in text

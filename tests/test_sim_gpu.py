@@ -117,8 +117,8 @@ def test_exact_kernels_counted_constants_are_the_sources():
     assert b.step_inputs == kernels.BMMA_STEP and b.max_planes == kernels.BMMA_MAX_PLANES
     assert i.max_planes == max(kernels.IMMA_PLANES) and i.batch_per_launch == kernels.IMMA_TILE
     assert i.step_inputs == kernels.IMMA_STEP
-    assert kernels.IMMA_TILES_UP_TO_PLANES == {0: i.tiles_up_to_planes, 1: i.tiles_up_to_planes,
-                                              2: i.step_group_tiles_up_to_planes}
+    assert [kernels.imma_tiles(M) for M in (1, 8, 9, 16)] == [1, 1, i.max_tiles, i.max_tiles]
+    assert i.max_tiles * i.batch_per_launch == i.max_batch and b.max_tiles == 1
     assert b.max_batch == i.max_batch == exact.MAX_MMA_BATCH and i.max_group == exact.MAX_GROUP
     assert (b.split_max_inputs, b.split_min_inputs) == (exact.SPLIT_CHOICES[0], exact.SPLIT_CHOICES[-1])
     assert b.split_work == exact.SPLIT_WORK and b.rows_per_block == exact.SPLIT_ROWS
