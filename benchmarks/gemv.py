@@ -190,7 +190,7 @@ def run(out_dir: Path, layers=LAYERS, batches=BATCHES, bits=BITS, quick=False):
                                                                  out=y), n_bcq)
                     records.append(dict(layer=name, N=N, K=K, M=M, method="bcq_bmma", bits=p, us=t,
                                         bytes=bcq_bytes(N, K, M, p), speedup_vs_fp16=t_fp16 / t))
-            for p in bits:  # the int8 tensor-core kernel (two launches per 8 batch rows: encode x, GEMM)
+            for p in bits:  # the int8 tensor-core kernel (two launches: encode x, GEMM)
                 t = time_graph(cupy, lambda i: gpu.imma_gemm(x, planes[i][:p], alphas[p][i], group_size=GROUP,
                                                              out=y), n_bcq)
                 records.append(dict(layer=name, N=N, K=K, M=M, method="bcq_imma", bits=p, us=t,
