@@ -145,7 +145,7 @@ def test_bad_arguments_raise_before_launch():
 
 
 # --- the exact tensor-core path (gpu/mma_gemm.cu, reference/exact_mma.py) ---------------------
-from reference.exact_mma import SPLIT_CHOICES, exact_mma_gemm  # noqa: E402
+from reference.exact_mma import SPLIT_CHOICES, contract_split, exact_mma_gemm  # noqa: E402
 
 
 @SETTINGS
@@ -310,6 +310,19 @@ def test_imma_gemm_matches_reference_bytes(M, N, g, G, p, with_beta, kind, seed)
 def test_imma_gemm_several_splits(M, N, g, G, p, split, seed):
     """K past one split; at g = 96 a split (85 groups, 255 words at 8192) does not start on a 4-word step."""
     x, planes, alpha, beta = random_problem(np.random.default_rng(seed), M, N, g * G, p, g, with_beta=True)
+    dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    assert_same_bytes(cupy.asnumpy(gpu.imma_gemm(*dev, group_size=g, split=split)),
+                      exact_mma_gemm(x, planes, alpha, beta, group_size=g, split=split))
+
+
+@pytest.mark.parametrize("g", [64, 128, 192])
+@pytest.mark.parametrize("split", [4096, 8192])
+def test_imma_gemm_both_ring_depths_match_reference_bytes(g, split):
+    """At p = 3 with one batch tile the ring is a slot shorter on splits longer than 4096 inputs (g <= 128;
+    imma_gemm.cu kImmaMaxStages): both depths, in every mode, give the reference's bytes."""
+    x, planes, alpha, beta = random_problem(np.random.default_rng(g + split), 8, 200, 12288, 3, g,
+                                            with_beta=True, kind="mixed")
+    assert (contract_split(200, 12288, g, split) > 4096) == (split == 8192)
     dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
     assert_same_bytes(cupy.asnumpy(gpu.imma_gemm(*dev, group_size=g, split=split)),
                       exact_mma_gemm(x, planes, alpha, beta, group_size=g, split=split))
