@@ -223,8 +223,8 @@ def bcq_bmma(gpu, N, K, M=1, bits=2, *, g=128, kernels=None) -> Cost:
 
 
 def bcq_imma(gpu, N, K, M=1, bits=2, *, g=128, kernels=None) -> Cost:
-    """Our int8 tensor-core kernel (gpu/imma_gemm.cu): M <= 16 (one launch; two of 8 rows at p = 4 where
-    g != 128), p <= 4, g <= 256, else NaN."""
+    """Our int8 tensor-core kernel (gpu/imma_gemm.cu): M <= 16 in one launch (two tiles of 8 batch rows
+    above 8), p <= 4, g <= 256, else NaN."""
     return _bcq_exact("bcq_imma", gpu, N, K, M, bits, g, kernels)
 
 
