@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bcq_core import checks
+
 from .gemv import (BITS, GROUP, LAYERS, bcq_bytes, copies_beyond_l2, copy_bandwidth, device_name, gpu_slug,
                    kernel_weights, random_weights, save_results, time_graph)
 
@@ -47,11 +49,13 @@ def check_kernel(kernel: str) -> str:
 
 
 def check_group_size(group_size: int, layers=LAYERS) -> int:
-    """A group size every layer of `layers` takes: a positive multiple of 32 that divides each K."""
-    bad = [name for name, (_, K) in layers.items() if group_size <= 0 or group_size % 32 or K % group_size]
-    if bad:
-        raise ValueError(f"group_size: must be a positive multiple of 32 dividing every layer's K, got {group_size} "
-                         f"(fails for {', '.join(bad)})")
+    """A group size every layer of `layers` takes (bcq_core.checks.check_group_size on each K)."""
+    for name, (_, K) in layers.items():
+        try:
+            checks.check_group_size(name, group_size, K)
+        except ValueError as e:
+            raise ValueError(f"group_size: must be a positive multiple of 32 dividing every layer's K, "
+                             f"got {group_size} ({e})") from None
     return group_size
 
 
