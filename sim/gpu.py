@@ -8,7 +8,7 @@ M batch.  Every function takes numbers or numpy arrays (broadcast together) and 
     fp16       2NK + 2MK + 2MN                               2MNK tensor FLOP
     bcq_lut    pNK/8 + 2pNG + 2MK + 2MN (+ 8 S M N split-K)  lookups, fp32 adds, table builds (below)
     bcq_bmma   pNK/8 + 2pNG + 2MK + 2MN (+ split-K)          one chain of 256-input steps per warp (_bcq_exact)
-    bcq_imma   L(pNK/8 + 2pNG) + 2MK + 2MN (+ ...)          one chain of 128-input steps per warp, L launches of 8 or 16 rows
+    bcq_imma   pNK/8 + 2pNG + 2MK + 2MN (+ split-K)          one chain of 128-input steps per warp (one launch of 8 or 16 rows)
     anyprec    pNK/8 + 2 N 2^p + 2MK + 2MN                   bit-transpose ~p, FMA ~M per weight
     bcq_fixed  pNK/8 + 2pNG + 2NG + 2MK + 2MN                as bcq_lut, fp16 tables, bank conflicts
     int4       NK/2 + 4NG + 2MK + 2MN                        unpack per weight, MMA 2 max(M,16) N K
@@ -188,8 +188,7 @@ def _bcq_exact(method, gpu, N, K, M, bits, g, kernels) -> Cost:
     N, K, M, p, g = as_arrays(N, K, M, bits, g)
     _check_positive(N=N, K=K, M=M, bits=p)
     Mp, S = _bucket_and_step_groups(c, M, g)
-    tiles = np.where(M > c.batch_per_launch, c.max_tiles, 1)
-    launches = ceil_div(M, c.batch_per_launch * tiles)
+    tiles = np.where(M > c.batch_per_launch, c.max_tiles, 1)  # one launch takes the batch (M <= max_batch)
     ok = (p == np.round(p)) & (p <= c.max_planes) & (M <= c.max_batch) & (g <= c.max_group)
     if method == "bcq_bmma":
         ok &= (S * Mp <= c.max_mma_columns)
@@ -204,14 +203,14 @@ def _bcq_exact(method, gpu, N, K, M, bits, g, kernels) -> Cost:
     waves = ceil_div(blocks, gpu.sms * per_sm)
     steps = split / c.step_inputs / parts                             # steps of one warp's share of a split
     batch_factor = Mp if c.batch_scales_chain else 1.0
-    chain = launches * waves * steps * batch_factor * (c.step_latency_s + c.plane_step_latency_s * p
-                                                       + (tiles - 1) * c.tile_plane_step_latency_s * p)
-    b = {"planes": launches * p * N * K / 8, "scales": launches * 2 * p * N * (K / g), "x": 2 * M * K,
+    chain = waves * steps * batch_factor * (c.step_latency_s + c.plane_step_latency_s * p
+                                            + (tiles - 1) * c.tile_plane_step_latency_s * p)
+    b = {"planes": p * N * K / 8, "scales": 2 * p * N * (K / g), "x": 2 * M * K,
          "y": 2 * M * N, "workspace": np.where(splits > 1, 8 * splits * M * N, 0.0)}
     memory = sum(b.values()) / (gpu.dram_bandwidth_Bps * c.memory_efficiency)
-    fixed = launches * (c.fixed_s + np.where(splits > 1, c.split_finish_s, 0.0))
+    fixed = c.fixed_s + np.where(splits > 1, c.split_finish_s, 0.0)
     warps = blocks * c.warps_per_block
-    ops = {"warp_steps": launches * warps * steps, "tensor_mma": launches * warps * steps * p *
+    ops = {"warp_steps": warps * steps, "tensor_mma": warps * steps * p *
            (2 * S * Mp if method == "bcq_bmma" else 2 * tiles * c.step_inputs / 32)}
     return roofline(method, gpu.name, {"memory": memory, "latency": chain}, fixed, gpu.launch_s, b, ops,
                     2 * M * N * K, supported=ok, overlap_norm=c.overlap_norm)

@@ -67,7 +67,7 @@ class BcqLut:
 class BcqExact:
     """Our exact tensor-core kernels (bcq_bmma: 1-bit mma, bcq_imma: int8 mma), gpu/{bmma_gemv,imma_gemm}.cu.
 
-    time = launches x (fixed + split_finish [splits > 1] + (chain^k + memory^k)^(1/k)),
+    time = fixed + split_finish [splits > 1] + (chain^k + memory^k)^(1/k)   (one launch takes the batch),
     chain = waves x steps per warp x batch factor x (step_latency + plane_step_latency x p
                                                      + (tiles - 1) x tile_plane_step_latency x p),
     steps per warp = split steps / parts (bcq_bmma: 2 parts where gpu/kernels.py bmma_parts takes them);
