@@ -16,8 +16,8 @@ Why this order (docs/format.md has the long version):
 * A byte of a word is 8 consecutive inputs, which is exactly the index a LUT-GEMM table of
   mu = 8 activations wants: no bit transpose, no centroid table.
 
-``tile_planes`` / ``untile_planes`` convert to and from the tile layout the 1-bit tensor-core
-kernel reads in GPU memory (one warp's step of one plane per 512 contiguous bytes; docs/format.md).
+``tile_planes`` / ``untile_planes`` convert to and from the tile layout the tensor-core kernels
+(1-bit and int8) read in GPU memory (one warp's step of one plane per 512 contiguous bytes; docs/format.md).
 
 The official AnyBCQ checkpoints use ``qweight int32 [K/32, P, N]`` (same bit convention) and
 ``alpha float16 [K/g, p, N]``; ``from_official`` / ``to_official`` convert exactly.
@@ -49,7 +49,7 @@ def unpack_bits(words: np.ndarray, dtype=np.int8) -> np.ndarray:
     return (bits.astype(dtype) * 2 - 1).astype(dtype, copy=False)
 
 
-# --- the tile layout of the 1-bit tensor-core kernel (gpu/bmma_gemv.cu) ---------------------------
+# --- the tile layout of the tensor-core kernels (gpu/bmma_gemv.cu, gpu/imma_gemm.cu) --------------
 TILE_ROWS = 16    # rows of one mma.m16n8k256: a warp's rows
 TILE_WORDS = 8    # plane words of one 256-input step
 TILE_SIZE = TILE_ROWS * TILE_WORDS  # 128 words = 512 bytes: one warp's step of one plane
@@ -78,8 +78,9 @@ def tile_planes(planes):
     2t and 2t + 1: its 8 bytes at 8 l in the first half (words 2t) and at 256 + 8 l in the second
     (words 2t + 1), so a warp fetches a step with two 8-byte loads per lane, each reading 256
     contiguous bytes, where the row-major layout reads 8 rows x 32 bytes from 8 cache lines per load.
-    Plane-major like the packed layout, so a p-bit request still reads ``tiles[:p]``, one contiguous
-    range.  Works on NumPy and CuPy arrays.
+    The int8 kernel (gpu/imma_gemm.cu) copies half a tile per 128-input step.  Plane-major like the packed
+    layout, so a p-bit request still reads ``tiles[:p]``, one contiguous range.  Works on NumPy and CuPy
+    arrays.
     """
     xp = _array_module(planes)
     if getattr(planes, "dtype", None) != np.uint32 or planes.ndim != 3:

@@ -31,8 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from bcq_core.fileio import atomic_write_text
 from reference.exact_mma import FIX_BITS
 

@@ -98,10 +98,12 @@ def random_weights(cupy, rng, N, K, bits, copies, g=GROUP):
 
 
 def kernel_weights(gpu_pkg, kernel: str, planes: list) -> list:
-    """What `kernel` of the package `gpu_pkg` reads for each weight copy: bmma_gemv the planes in its tile
-    layout (gpu.tile_planes, made once per copy; a package from before the tile layout takes the planes),
-    every other kernel the planes.  Either way ``[i][:p]`` is the p-bit operand."""
-    if kernel == "bmma_gemv" and hasattr(gpu_pkg, "tile_planes"):
+    """What `kernel` of the package `gpu_pkg` reads for each weight copy: the kernels of its TILED_KERNELS the
+    planes in the tile layout (gpu.tile_planes, made once per copy; a package from before the int8 kernel
+    read them has only bmma_gemv there, one from before the layout none), every other kernel the planes.
+    Either way ``[i][:p]`` is the p-bit operand."""
+    tiled = getattr(gpu_pkg.kernels, "TILED_KERNELS", ("bmma_gemv",))
+    if kernel in tiled and hasattr(gpu_pkg, "tile_planes"):
         return [gpu_pkg.tile_planes(P) for P in planes]
     return planes
 
@@ -170,7 +172,7 @@ def run(out_dir: Path, layers=LAYERS, batches=BATCHES, bits=BITS, quick=False):
         n_bcq = copies_beyond_l2(Pmax * N * K // 8)
         W = [torch.randn(N, K, device="cuda", dtype=torch.float16) * 0.02 for _ in range(n_fp16)]
         planes, alphas = random_weights(cupy, rng, N, K, bits, n_bcq)
-        tiles = kernel_weights(gpu, "bmma_gemv", planes)
+        tiles = kernel_weights(gpu, "bmma_gemv", planes)  # the tensor-core kernels read these
         for M in batches:
             x = cupy.asarray(rng.standard_normal((M, K)).astype(np.float16))
             y = cupy.empty((M, N), dtype=cupy.float16)
@@ -191,7 +193,7 @@ def run(out_dir: Path, layers=LAYERS, batches=BATCHES, bits=BITS, quick=False):
                     records.append(dict(layer=name, N=N, K=K, M=M, method="bcq_bmma", bits=p, us=t,
                                         bytes=bcq_bytes(N, K, M, p), speedup_vs_fp16=t_fp16 / t))
             for p in bits:  # the int8 tensor-core kernel (two launches: encode x, GEMM)
-                t = time_graph(cupy, lambda i: gpu.imma_gemm(x, planes[i][:p], alphas[p][i], group_size=GROUP,
+                t = time_graph(cupy, lambda i: gpu.imma_gemm(x, tiles[i][:p], alphas[p][i], group_size=GROUP,
                                                              out=y), n_bcq)
                 records.append(dict(layer=name, N=N, K=K, M=M, method="bcq_imma", bits=p, us=t,
                                     bytes=bcq_bytes(N, K, M, p), speedup_vs_fp16=t_fp16 / t))

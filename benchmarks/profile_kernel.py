@@ -17,7 +17,7 @@ if __name__ == "__main__":
         x = cupy.asarray(rng.standard_normal((M, K)).astype(np.float16))
         planes = cupy.asarray(rng.integers(0, 2 ** 32, size=(p, N, K // 32), dtype=np.uint64).astype(np.uint32))
         alpha = cupy.asarray((rng.random((p, N, K // 128)) * 0.01).astype(np.float16))
-        weights = gpu.tile_planes(planes) if kernel is gpu.bmma_gemv else planes  # bmma_gemv reads tiles
+        weights = gpu.tile_planes(planes) if kernel.__name__ in gpu.kernels.TILED_KERNELS else planes
         for _ in range(2):
             kernel(x, weights, alpha, group_size=128)
         cupy.cuda.Device().synchronize()

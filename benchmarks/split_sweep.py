@@ -39,7 +39,7 @@ def run(out_dir: Path, splits=SPLITS, shapes=SHAPES, cases=CASES, bits=BITS):
         N, K = LAYERS[name]
         n_copies = copies_beyond_l2(max(bits) * N * K // 8)
         planes, alphas = random_weights(cupy, rng, N, K, bits, n_copies)
-        weights = {kernel: kernel_weights(gpu, kernel, planes) for kernel, _ in cases}  # bmma_gemv: tiles
+        weights = {kernel: kernel_weights(gpu, kernel, planes) for kernel, _ in cases}  # both: tiles
         for split in splits:
             for kernel, M in cases:
                 x = cupy.asarray(rng.standard_normal((M, K)).astype(np.float16))

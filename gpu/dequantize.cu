@@ -3,6 +3,9 @@
 //
 // One thread per (row n, 32-input word kw): it reads p plane words and p scales, writes 64 bytes.
 //   for t in 0..31:  w = +-alpha_0;  w = w + (+-alpha_i) for i = 1..p-1;  w = w + beta;  out = fp16(w)
+// The planes come row-major ([p, N, K/32]) or in the tensor-core kernels' tile layout ([p, ceil(N/16),
+// ceil(K/256), 128], bcq_core/layout.py tile_planes).  Either way consecutive threads take consecutive
+// words of a row, so that their 64-byte stores of W are contiguous: W is 4-8 times the plane bytes.
 
 #include <cuda_fp16.h>
 // No <stdint.h>: NVRTC does not ship it, so 32-bit words are spelled unsigned int (u32).
@@ -12,24 +15,32 @@ namespace bcq {
 using u32 = unsigned int;
 
 constexpr int kMaxPlanes = 8;
+constexpr int kTileRows = 16, kTileWords = 8, kTileSize = kTileRows * kTileWords;
 
 // alpha_i b_i is alpha_i with its sign flipped where the bit is clear, so it is exact.
 __global__ void __launch_bounds__(256)
-dequantize(const u32* __restrict__ planes,   // [p, N, K/32]
+dequantize(const u32* __restrict__ planes,   // [p, N, K/32], or the tiles [p, NT, KS, 128] if tiled
            const __half* __restrict__ alpha,      // [p, N, G]
            const __half* __restrict__ beta,       // [N, G] or nullptr
            __half* __restrict__ out,              // [N, K]
-           int N, int K, int p, int group_size) {
+           int N, int K, int p, int group_size, int tiled) {
   const int KW = K >> 5;
   const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (idx >= (size_t)N * KW) return;
   const int n = (int)(idx / KW), kw = (int)(idx % KW);
+  size_t word = idx, plane_stride = (size_t)N * KW;
+  if (tiled) {  // tiles[i, n / 16, kw / 8, 64 e + 8 gid + 2 t + h] with n % 16 = 8 h + gid, kw % 8 = 2 t + e
+    const int NT = (N + kTileRows - 1) / kTileRows, KS = (KW + kTileWords - 1) / kTileWords;
+    plane_stride = (size_t)NT * KS * kTileSize;
+    word = ((size_t)(n / kTileRows) * KS + kw / kTileWords) * kTileSize + 64 * (kw & 1) + 8 * (n & 7) +
+           2 * ((kw >> 1) & 3) + ((n >> 3) & 1);
+  }
   const int G = K / group_size, group = kw / (group_size >> 5);
   u32 wd[kMaxPlanes];
   float al[kMaxPlanes];
 #pragma unroll
   for (int i = 0; i < kMaxPlanes; ++i) {
-    wd[i] = i < p ? __ldg(planes + ((size_t)i * N + n) * KW + kw) : 0u;
+    wd[i] = i < p ? __ldg(planes + i * plane_stride + word) : 0u;
     al[i] = i < p ? __half2float(alpha[((size_t)i * N + n) * G + group]) : 0.0f;
   }
   const float be = beta != nullptr ? __half2float(beta[(size_t)n * G + group]) : 0.0f;

@@ -19,7 +19,11 @@
 // so fragment position k of A and of B is the same input, whatever order the tensor core adds in.
 //
 // Data movement.  A block is 4 warps of 16 rows; all of them walk the same split in steps of 4 words
-// (128 inputs).  A step's plane words (16 bytes per row and plane) and its B fragments (512 bytes
+// (128 inputs).  The planes come in the tile layout of bmma_gemv.cu (bcq_core/layout.py tile_planes:
+// 16 rows x 8 words per 512-byte tile), so both tensor-core kernels read one copy of the planes.  A
+// step is half a tile: for each parity e of the step's words and each gid, 16 contiguous bytes hold
+// words e and e + 2 of rows gid and gid + 8, exactly what thread (gid, tig) multiplies.  A step's
+// plane words (16 bytes per row pair, parity and plane) and its B fragments (512 bytes
 // per word, the same for every row) go global -> shared memory by cp.async, STAGES - 1 steps ahead
 // of the step being multiplied: the loads in flight no longer depend on how many warps fit or on
 // registers, and the block fetches the activations once instead of once per warp.  At g = 128 (MODE
@@ -45,6 +49,8 @@ using u32 = unsigned int;
 constexpr int kImmaWarps = 4;
 constexpr int kImmaRows = 16;         // rows per warp (the mma's M)
 constexpr int kStepWordsI8 = 4;       // words per pipeline step
+constexpr int kTileWords = 8;         // the tile layout (bcq_core/layout.py): 16 rows x 8 words per tile
+constexpr int kTileSize = kImmaRows * kTileWords;
 constexpr int kDigits = 2;            // bytes of fix: l (u8), h (s8)
 constexpr int kWordFrag = kDigits * 32;  // B fragments of one word: [2 digits][32 lanes] of uint2 (regs 0, 1)
 constexpr u32 kByteOnes = 0x01010101u;
@@ -115,9 +121,10 @@ constexpr int kGroupsInStep = 0;     // g < 128: groups end anywhere, several in
 constexpr int kGroupEndsInStep = 1;  // g > 128: at most one group ends in a step
 constexpr int kGroupIsStep = 2;      // g = 128: a step is exactly one group
 
-// One ring slot: a step's plane words ([plane][block row] -> 4 words), B fragments ([word][digit, tile,
-// lane]), and (kGroupIsStep) the X and E of the step's group ([batch row pair] -> rows 2 j, 2 j + 1 of
-// the NT tiles, one 8-byte load per thread and tile).
+// One ring slot: a step's plane words ([plane][warp, parity e, gid] -> words e, e + 2 of rows gid, gid + 8
+// of the warp, interleaved as in the tile: {row gid word e, row gid + 8 word e, row gid word e + 2, row
+// gid + 8 word e + 2}), B fragments ([word][digit, tile, lane]), and (kGroupIsStep) the X and E of the
+// step's group ([batch row pair] -> rows 2 j, 2 j + 1 of the NT tiles, one 8-byte load per thread and tile).
 template <int P, int NT>
 struct ImmaSlot {
   uint4 planes[P][kImmaWarps * kImmaRows];
@@ -149,7 +156,13 @@ __device__ __forceinline__ float half_value(unsigned bits) {
   return __half2float(__ushort_as_half((unsigned short)bits));
 }
 
-__device__ __forceinline__ u32 word_of(const uint4& v, int e) { return e == 0 ? v.x : e == 1 ? v.y : e == 2 ? v.z : v.w; }
+// Word e (0..3) of the step for the thread's row a (B = false) or b (B = true), from its two 16-byte
+// pieces: v0 holds the even words, v1 the odd ones (ImmaSlot).
+template <bool B>
+__device__ __forceinline__ u32 word_of(const uint4& v0, const uint4& v1, int e) {
+  const uint4& v = (e & 1) ? v1 : v0;
+  return e < 2 ? (B ? v.y : v.x) : (B ? v.w : v.z);
+}
 
 // Whether a word's mma starts its group's sums (the first word of a kGroupIsStep step) or adds to them.
 template <bool F>
@@ -162,7 +175,7 @@ using Accumulate = WordMma<false>;
 template <int P, int MODE, int NT>
 __device__ __forceinline__ void imma_gemm_body(
     const u32* __restrict__ digits, const int* __restrict__ E_in, const int* __restrict__ X_in,
-    const u32* __restrict__ planes, const __half* __restrict__ alpha, const __half* __restrict__ beta,
+    const u32* __restrict__ tiles, const __half* __restrict__ alpha, const __half* __restrict__ beta,
     __half* __restrict__ y, float* __restrict__ workspace, unsigned int* __restrict__ counters,
     int M, int N, int K, int group_size) {
   constexpr int kRows = kImmaWarps * kImmaRows, kThreads = kImmaWarps * 32, kStages = kImmaStages<P, MODE, NT>;
@@ -181,32 +194,36 @@ __device__ __forceinline__ void imma_gemm_body(
   const int row0 = tile * kRows;
   const int ra = warp * kImmaRows + gid, rb = ra + 8;  // the thread's rows in the block
   const int row_a = row0 + ra, row_b = row0 + rb;
-  const size_t plane_stride = (size_t)N * KW;
   const int g_begin = split * groups_per_split, g_end = min(g_begin + groups_per_split, G);
   const int kw_begin = g_begin * wpg, kw_end = g_end * wpg;
   const int n_steps = (kw_end - kw_begin + kStepWordsI8 - 1) / kStepWordsI8;
-  // 16-byte copies of a row's 4 words need step-aligned words (always so when a step is a group)
-  const bool aligned = (KW % kStepWordsI8) == 0 && (kw_begin % kStepWordsI8) == 0;
+  // A step that starts on a 4-word boundary is half a tile: one 16-byte copy per (plane, warp, parity,
+  // gid); always so when a step is a group.  Its words past the split are copied (the tiles are padded
+  // to whole tiles, so they are in bounds) and never multiplied.
+  const bool aligned = (kw_begin % kStepWordsI8) == 0;
   const int col0 = 2 * tig, col1 = 2 * tig + 1;  // the C fragment's batch rows of this thread (tile 0)
 
-  // What this thread copies each step, fixed for the whole loop: NC (plane, block row) chunks of 16
-  // bytes, ND 16-byte pieces of the step's B fragments, and (kGroupIsStep, threads 0 to 4 NT - 1) 16
-  // bytes of the group's X or E.  Rows past N read row 0 with zero bytes (cp.async fills zeros); their
-  // outputs are never stored.
+  // What this thread copies each step, fixed for the whole loop: NC (plane, warp, parity, gid) pieces
+  // of 16 bytes, ND 16-byte pieces of the step's B fragments, and (kGroupIsStep, threads 0 to 4 NT - 1)
+  // 16 bytes of the group's X or E.  Tiles past the last (row tiles of a block past N) read the first
+  // with zero bytes (cp.async fills zeros); rows past N within the last tile are the layout's zero
+  // padding.  Their outputs are never stored.
   constexpr int NC = (P * kRows + kThreads - 1) / kThreads;
   constexpr int kFragChunks = kWordFrag * 8 / 16;  // 16-byte pieces of one word's fragments
   constexpr int kWordChunks = kFragChunks * NT;      // of one word's fragments for every tile
   constexpr int ND = (kStepWordsI8 * kWordChunks + kThreads - 1) / kThreads;
-  const u32* plane_src[NC];
-  unsigned plane_dst[NC];  // in slot 0; slot t is t * sizeof(Slot) further
+  const int row_tiles = (N + kImmaRows - 1) / kImmaRows, tile_steps = (KW + kTileWords - 1) / kTileWords;
+  const u32* plane_src[NC];  // word 64 e + 8 gid of the piece's tile at step 0 of the tiles
+  unsigned plane_dst[NC];    // in slot 0; slot t is t * sizeof(Slot) further
   int plane_bytes[NC];
   bool plane_live[NC];
 #pragma unroll
   for (int j = 0; j < NC; ++j) {
-    const int c = threadIdx.x + j * kThreads, i = c / kRows, r = c % kRows, row = row0 + r;
+    const int c = threadIdx.x + j * kThreads, i = c / kRows, r = c % kRows;  // r = 16 warp + 8 e + gid
+    const int nt = tile * kImmaWarps + r / kImmaRows, e = (r >> 3) & 1, gid = r & 7;
     plane_live[j] = c < P * kRows;
-    const bool in = plane_live[j] && row < N;
-    plane_src[j] = planes + (in ? i * plane_stride + (size_t)row * KW : 0);
+    const bool in = plane_live[j] && nt < row_tiles;
+    plane_src[j] = tiles + (in ? ((size_t)i * row_tiles + nt) * tile_steps * kTileSize + 64 * e + 8 * gid : 0);
     plane_dst[j] = smem_addr(&ring[0].planes[0][0] + (plane_live[j] ? c : 0));
     plane_bytes[j] = in ? 16 : 0;
   }
@@ -231,18 +248,23 @@ __device__ __forceinline__ void imma_gemm_body(
     if (s < n_steps) {
       const unsigned slot = (unsigned)(s % kStages) * (unsigned)sizeof(Slot);
       const int kw0 = kw_begin + s * kStepWordsI8;
-      if (MODE == kGroupIsStep || (aligned && kw0 + kStepWordsI8 <= kw_end)) {
+      if (MODE == kGroupIsStep || aligned) {  // words kw0 .. kw0 + 3 are half of tile kw0 / 8
+        const int off = (kw0 >> 3) * kTileSize + (kw0 & 4);
 #pragma unroll
         for (int j = 0; j < NC; ++j)
-          if (plane_live[j]) cp_async16(plane_dst[j] + slot, plane_src[j] + kw0, plane_bytes[j]);
-      } else {  // a split or a row that does not start on a 4-word boundary, or the split's last words
+          if (plane_live[j]) cp_async16(plane_dst[j] + slot, plane_src[j] + off, plane_bytes[j]);
+      } else {  // a split that does not start on a 4-word boundary: word by word, zero past the split
 #pragma unroll
         for (int j = 0; j < NC; ++j) {
           if (!plane_live[j]) continue;
+          const int e = ((threadIdx.x + j * kThreads) >> 3) & 1;
 #pragma unroll
-          for (int e = 0; e < kStepWordsI8; ++e) {
-            const bool in = plane_bytes[j] != 0 && kw0 + e < kw_end;
-            cp_async4(plane_dst[j] + slot + 4 * e, in ? plane_src[j] + kw0 + e : planes, in ? 4 : 0);
+          for (int k = 0; k < 4; ++k) {  // piece element k: row gid + 8 (k & 1), step word e + 2 (k >> 1)
+            const int w = kw0 + e + 2 * (k >> 1);
+            const bool in = plane_bytes[j] != 0 && w < kw_end;
+            // tile_planes: word w of row 8 h + gid sits at 128 (w / 8) + 64 (w % 2) + 8 gid + 2 (w % 8 / 2) + h
+            const int off = (w >> 3) * kTileSize + 64 * ((w & 1) - e) + 2 * ((w >> 1) & 3) + (k & 1);
+            cp_async4(plane_dst[j] + slot + 4 * k, in ? plane_src[j] + off : tiles, in ? 4 : 0);
           }
         }
       }
@@ -336,7 +358,7 @@ __device__ __forceinline__ void imma_gemm_body(
   };
   // acc[i] (+)= A(word e of the step, plane i) B(word e, digit, tile), for both digits and every tile:
   // the A fragment, unpacked once, serves the NT tiles of 8 batch rows
-  auto multiply_word = [&](const Slot& sl, const uint4 (&wa)[P], const uint4 (&wb)[P], int e, auto fresh) {
+  auto multiply_word = [&](const Slot& sl, const uint4 (&w0)[P], const uint4 (&w1)[P], int e, auto fresh) {
     uint2 b[kDigits][NT];
 #pragma unroll
     for (int d = 0; d < kDigits; ++d)
@@ -344,7 +366,7 @@ __device__ __forceinline__ void imma_gemm_body(
       for (int t = 0; t < NT; ++t) b[d][t] = sl.frag[e][(d * NT + t) * 32 + lane];
 #pragma unroll
     for (int i = 0; i < P; ++i) {
-      const u32 ta = word_of(wa[i], e) >> tig, tb = word_of(wb[i], e) >> tig;
+      const u32 ta = word_of<false>(w0[i], w1[i], e) >> tig, tb = word_of<true>(w0[i], w1[i], e) >> tig;
       const u32 a0 = ta & kByteOnes, a1 = tb & kByteOnes, a2 = (ta >> 4) & kByteOnes, a3 = (tb >> 4) & kByteOnes;
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
@@ -370,15 +392,15 @@ __device__ __forceinline__ void imma_gemm_body(
       if (s + 1 < n_steps) operands(grp + 1, nxt);
       prefetch_scales(s, grp);
       const Slot& sl = ring[s % kStages];
-      uint4 wa[P], wb[P];
+      uint4 w0[P], w1[P];  // the step's even and odd words of rows a and b
 #pragma unroll
       for (int i = 0; i < P; ++i) {
-        wa[i] = sl.planes[i][ra];
-        wb[i] = sl.planes[i][rb];
+        w0[i] = sl.planes[i][ra];
+        w1[i] = sl.planes[i][ra + 8];
       }
-      multiply_word(sl, wa, wb, 0, Fresh{});
+      multiply_word(sl, w0, w1, 0, Fresh{});
 #pragma unroll
-      for (int e = 1; e < kStepWordsI8; ++e) multiply_word(sl, wa, wb, e, Accumulate{});
+      for (int e = 1; e < kStepWordsI8; ++e) multiply_word(sl, w0, w1, e, Accumulate{});
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
         const int2 X = sl.X[4 * t + tig], E = sl.E[4 * t + tig];
@@ -439,16 +461,16 @@ __device__ __forceinline__ void imma_gemm_body(
       const int kw0 = kw_begin + s * kStepWordsI8;
       prefetch_scales(s, grp);
       const Slot& sl = ring[s % kStages];
-      uint4 wa[P], wb[P];
+      uint4 w0[P], w1[P];  // the step's even and odd words of rows a and b
 #pragma unroll
       for (int i = 0; i < P; ++i) {
-        wa[i] = sl.planes[i][ra];
-        wb[i] = sl.planes[i][rb];
+        w0[i] = sl.planes[i][ra];
+        w1[i] = sl.planes[i][ra + 8];
       }
 #pragma unroll
       for (int e = 0; e < kStepWordsI8; ++e) {
         if (kw0 + e >= kw_end) break;
-        multiply_word(sl, wa, wb, e, Accumulate{});
+        multiply_word(sl, w0, w1, e, Accumulate{});
         if constexpr (kOneEnd) {
           if (e != end_cur) continue;
         } else {
@@ -499,14 +521,14 @@ __device__ __forceinline__ void imma_gemm_body(
 template <int P, int MODE, int NT>
 __global__ void __launch_bounds__(kImmaWarps * 32, P <= 2 ? 4 : 3)
 imma_gemm(const u32* __restrict__ digits, const int* __restrict__ E_in, const int* __restrict__ X_in,
-          const u32* __restrict__ planes,   // [p, N, K/32]
+          const u32* __restrict__ tiles,    // [p, ceil(N/16), ceil(K/256), 128]: bcq_core/layout.py tile_planes
           const __half* __restrict__ alpha, // [p, N, G]
           const __half* __restrict__ beta,  // [N, G] or nullptr
           __half* __restrict__ y,           // [M, N]
           float* __restrict__ workspace,    // [num_splits, M, N]
           unsigned int* __restrict__ counters,
           int M, int N, int K, int group_size) {
-  imma_gemm_body<P, MODE, NT>(digits, E_in, X_in, planes, alpha, beta, y, workspace, counters, M, N, K, group_size);
+  imma_gemm_body<P, MODE, NT>(digits, E_in, X_in, tiles, alpha, beta, y, workspace, counters, M, N, K, group_size);
 }
 
 }  // namespace bcq

@@ -3,15 +3,17 @@
     lut_gemv(x, planes, alpha, beta=None, *, group_size)   y = x W_hat^T, batch M <= 32, LUT-GEMM
     mma_gemm(x, planes, alpha, beta=None, *, group_size)   y = x W_hat^T, batch M <= 16, exact tensor cores
     bmma_gemv(x, tiles, alpha, beta=None, *, group_size)   the same bytes from 1-bit tensor cores (small batches)
-    tile_planes(planes)                                    the planes in bmma_gemv's tile layout (once per weight)
-    imma_gemm(x, planes, alpha, beta=None, *, group_size)  the same bytes from int8 tensor cores, M <= 16, p <= 4
-    dequantize(planes, alpha, beta=None, *, group_size)    W_hat float16 [N, K]
+    imma_gemm(x, tiles, alpha, beta=None, *, group_size)   the same bytes from int8 tensor cores, M <= 16, p <= 4
+    tile_planes(planes)                                    the planes in the tensor-core kernels' tile layout
+    dequantize(planes, alpha, beta=None, *, group_size, tiles=None)      W_hat float16 [N, K], from either layout
     bcq_matmul(x, planes, alpha, beta=None, *, group_size, tiles=None)   any batch: the fastest measured path
 
 Arguments (CuPy arrays, or torch CUDA tensors through DLPack; results come back as the same kind):
     x       float16 [M, K], C-contiguous
     planes  uint32  [p, N, K/32], C-contiguous: the first p planes of a PackedBCQ (``planes[:p]``)
-    tiles   uint32  [p, ceil(N/16), ceil(K/256), 128]: the same planes in the tile layout (tile_planes)
+    tiles   uint32  [p, ceil(N/16), ceil(K/256), 128]: the same planes in the tile layout (tile_planes),
+            which both tensor-core kernels read; made once per weight, it can replace the row-major planes
+            (bcq_matmul and dequantize take either; the LUT and fp16 tensor-core kernels, for p > 4, read planes)
     alpha   float16 [p, N, G]: the scale set of precision p
     beta    float16 [N, G] or None: offsets of precision p
     group_size  g, a multiple of 32 that divides K
@@ -190,16 +192,13 @@ def _gemm_call(x, planes, alpha, beta, group_size, out, max_batch, name, planes_
                                                    _as_cupy(alpha, "alpha"), _as_cupy(beta, "beta"))
     planes_shape = planes.shape
     if planes_name == "tiles":  # the row-major shape the tiles stand for: [p, N, G g / 32]
+        _check_tiles_dtype(planes)
         p, N, G = alpha.shape if alpha.ndim == 3 else (0, 0, 0)
         planes_shape = (p, N, G * group_size // 32)
     dims = check_gemv_args(x.shape, x.dtype, planes_shape, planes.dtype, alpha.shape, alpha.dtype,
                            None if beta is None else beta.shape, None if beta is None else beta.dtype, group_size)
     if planes_name == "tiles":
-        want = tile_shape(*planes_shape)
-        if tuple(planes.shape) != want:  # (check_gemv_args has checked the dtype)
-            raise ValueError(f"tiles: must be the planes in the tile layout, uint32 {want} for p, N, K = "
-                             f"{dims[3]}, {dims[1]}, {dims[2]} (gpu.tile_planes(planes[:p])); got {planes.dtype} "
-                             f"{tuple(planes.shape)}")
+        _check_tiles(planes, dims[3], dims[1], dims[2])
     if dims[0] > max_batch:
         raise ValueError(f"x: {name} takes batch 1..{max_batch}, got M={dims[0]}; use bcq_matmul")
     dev = _check_device_arrays(x=x, alpha=alpha, beta=beta, **{planes_name: planes})
@@ -212,6 +211,20 @@ def _gemm_call(x, planes, alpha, beta, group_size, out, max_batch, name, planes_
         elif out.shape != (M, N) or out.dtype != cupy.float16 or not out.flags.c_contiguous:
             raise ValueError(f"out: must be a C-contiguous float16 {(M, N)} array")
     return x, planes, alpha, beta, dims, dev, stream, out, tx
+
+
+def _check_tiles_dtype(tiles) -> None:
+    if str(tiles.dtype) != "uint32":
+        raise ValueError(f"tiles: must be uint32 (the planes in the tile layout, gpu.tile_planes), got "
+                         f"{tiles.dtype} {tuple(tiles.shape)}")
+
+
+def _check_tiles(tiles, p: int, N: int, K: int) -> None:
+    """tiles must be p planes of N x K weights in the tile layout (_check_tiles_dtype has run)."""
+    want = tile_shape(p, N, K // 32)
+    if tuple(tiles.shape) != want:
+        raise ValueError(f"tiles: must be the planes in the tile layout, uint32 {want} for p, N, K = {p}, {N}, {K} "
+                         f"(gpu.tile_planes(planes[:p])); got {tiles.dtype} {tuple(tiles.shape)}")
 
 
 def lut_gemv(x, planes, alpha, beta=None, *, group_size: int, out=None):
@@ -269,11 +282,16 @@ def bmma_parts(M: int, N: int, K: int, group_size: int, p: int, split: int, num_
     return 2 if 2 in choices and fits else 1
 
 
+# the kernels that read the planes in the tile layout (the others read them row-major)
+TILED_KERNELS = ("bmma_gemv", "imma_gemm")
+
+
 def tile_planes(planes):
-    """Planes uint32 [p, N, K/32] -> the tile layout bmma_gemv reads, uint32 [p, ceil(N/16), ceil(K/256), 128].
+    """Planes uint32 [p, N, K/32] -> the tile layout bmma_gemv and imma_gemm read, uint32 [p, ceil(N/16), ceil(K/256), 128].
 
     bcq_core.layout.tile_planes on the GPU (a CuPy array or a torch CUDA tensor in, the same kind
-    out), on the current stream.  Do it once per weight: it is a full copy of the planes.
+    out), on the current stream.  Do it once per weight: it is a full copy of the planes (which a
+    caller serving only p <= 4 can then drop: bcq_matmul and dequantize take the tiles alone).
     """
     (a, tp) = _as_cupy(planes, "planes")
     with _torch_stream_scope(tp):  # layout.tile_planes checks the dtype and shape
@@ -348,17 +366,19 @@ def _num_splits(G: int, group_size: int, split: int) -> int:
     return -(-G // (split // group_size))
 
 
-def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: int | None = None):
+def imma_gemm(x, tiles, alpha, beta=None, *, group_size: int, out=None, split: int | None = None):
     """y = x W_hat^T (float16 [M, N], M <= 16, p <= 4) on int8 tensor cores; bit-exact with
     reference.exact_mma_gemm, so the same bytes as mma_gemm and bmma_gemv.
 
+    tiles: the p planes in the tile layout, uint32 [p, ceil(N/16), ceil(K/256), 128] (``tile_planes(planes[:p])``
+    or ``tile_planes(planes)[:p]``), the same array bmma_gemv reads.
     Two launches: one kernel that splits the activations' int16 fixed-point values into their two bytes
     (bcq::encode_digits), then the GEMM, on one tile of 8 batch rows or two (batch 9-16: imma_tiles).
     split: a nominal split of the contract (equalized by reference.exact_mma.contract_split); None = its choice.
     """
     exact_mma.check_split(split)
-    x, planes, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(
-        x, planes, alpha, beta, group_size, out, MAX_MMA_BATCH, "imma_gemm")
+    x, tiles, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(
+        x, tiles, alpha, beta, group_size, out, MAX_MMA_BATCH, "imma_gemm", planes_name="tiles")
     if not imma_supports(M, p, group_size):
         raise ValueError(f"imma_gemm: takes at most {IMMA_PLANES[-1]} planes and groups of at most {MAX_GROUP} "
                          f"inputs; got p={p}, g={group_size} (use bcq_matmul)")
@@ -371,7 +391,7 @@ def imma_gemm(x, planes, alpha, beta=None, *, group_size: int, out=None, split: 
         n_warps = rows * (K // 32)  # one per (batch row, word)
         _launch_exact(dev, stream, "imma_gemm", "bcq::encode_digits", -(-n_warps // 4),
                       (K // 32) * IMMA_WORD_FRAG * nt, f"bcq::imma_gemm<{p}, {imma_mode(group_size)}, {nt}>",
-                      x, planes, alpha, beta, out, M, N, K, G, None, group_size, split, ex_rows=rows)
+                      x, tiles, alpha, beta, out, M, N, K, G, None, group_size, split, ex_rows=rows)
     return _back(out, tx)
 
 
@@ -434,15 +454,30 @@ def _encoded(device_id: int, stream_ptr: int, n_words: int):
     return buf[:n_words]
 
 
-def dequantize(planes, alpha, beta=None, *, group_size: int, out=None):
-    """W_hat float16 [N, K] at precision p = planes.shape[0]; bit-exact with reference.dequantize_fp16."""
-    (planes, tp), (alpha, _), (beta, _) = _as_cupy(planes, "planes"), _as_cupy(alpha, "alpha"), _as_cupy(beta, "beta")
-    p, N, KW = planes.shape if planes.ndim == 3 else (0, 0, 0)
-    x_shape = (1, KW * 32)
-    _, N, K, p, G = check_gemv_args(x_shape, "float16", planes.shape, planes.dtype, alpha.shape, alpha.dtype,
+def dequantize(planes, alpha, beta=None, *, group_size: int, out=None, tiles=None):
+    """W_hat float16 [N, K] at precision p = alpha.shape[0]; bit-exact with reference.dequantize_fp16.
+
+    The planes come row-major (planes uint32 [p, N, K/32]) or in the tile layout (planes=None,
+    tiles uint32 [p, ceil(N/16), ceil(K/256), 128] = ``tile_planes(planes[:p])``); one of the two.
+    """
+    if (planes is None) == (tiles is None):
+        raise ValueError("planes, tiles: give exactly one of them (the row-major planes or their tile layout)")
+    tiled = tiles is not None
+    (words, tp), (alpha, _), (beta, _) = (_as_cupy(tiles if tiled else planes, "tiles" if tiled else "planes"),
+                                          _as_cupy(alpha, "alpha"), _as_cupy(beta, "beta"))
+    if tiled:  # the row-major shape the tiles stand for, from alpha and g
+        _check_tiles_dtype(words)
+        p, N, G = alpha.shape if alpha.ndim == 3 else (0, 0, 0)
+        planes_shape = (p, N, G * group_size // 32)
+    else:
+        planes_shape = words.shape
+    KW = planes_shape[2] if len(planes_shape) == 3 else 0
+    _, N, K, p, G = check_gemv_args((1, KW * 32), "float16", planes_shape, words.dtype, alpha.shape, alpha.dtype,
                                     None if beta is None else beta.shape, None if beta is None else beta.dtype,
                                     group_size)
-    dev = _check_device_arrays(planes=planes, alpha=alpha, beta=beta)
+    if tiled:
+        _check_tiles(words, p, N, K)
+    dev = _check_device_arrays(alpha=alpha, beta=beta, **{"tiles" if tiled else "planes": words})
     cupy = _cupy()
     with _torch_stream_scope(tp):
         if out is None:
@@ -450,16 +485,16 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None):
         elif out.shape != (N, K) or out.dtype != cupy.float16 or not out.flags.c_contiguous:
             raise ValueError(f"out: must be a C-contiguous float16 {(N, K)} array")
         kernel = _module(dev, "dequantize").get_function("bcq::dequantize")
-        total = N * (K // 32)
-        kernel((-(-total // 256),), (256,), (planes, alpha, _null_or(beta), out, np.int32(N), np.int32(K),
-                                              np.int32(p), np.int32(group_size)))
+        total = N * (K // 32)  # one thread per word of a plane
+        kernel((-(-total // 256),), (256,), (words, alpha, _null_or(beta), out, np.int32(N), np.int32(K),
+                                              np.int32(p), np.int32(group_size), np.int32(tiled)))
     return _back(out, tp)
 
 
 # Dispatch, from benchmarks/results/gemv_h200.md (H200) and gemv_h100.md (H100): the 1-bit
 # tensor-core kernel up to batch 2 (its cost grows with the batch), the int8 tensor-core kernel from
-# batch 3 to 16 (its cost does not); for p > 4 the LUT kernel up to batch 4, the fp16 tensor-core
-# kernel on large layers up to 16; dequantize + cuBLAS for the rest.
+# batch 3 to 16 (its cost does not), both from the tiles; for p > 4 (or without tiles) the LUT kernel up
+# to batch 4, the fp16 tensor-core kernel on large layers up to 16; dequantize + cuBLAS for the rest.
 BMMA_UP_TO_BATCH = 2
 LUT_UP_TO_BATCH = 4
 MMA_FROM_WEIGHTS = 1 << 26
@@ -468,28 +503,37 @@ MMA_FROM_WEIGHTS = 1 << 26
 def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int, tiles=None):
     """y = x W_hat^T for any batch, by the fastest measured path (see the thresholds above).
 
-    tiles: ``tile_planes(planes)`` (or of more planes: its first p are used), made once per weight;
-    the 1-bit kernel, the fastest up to batch 2, reads only those.  Without them batches 1 and 2 take
-    the int8 tensor-core path (the same bytes, slower).
+    planes: the p row-major planes, or None when tiles are given.
+    tiles: ``tile_planes(planes)`` (or of more planes: its first p are used, p = alpha.shape[0]), made once
+    per weight.  Both tensor-core kernels (p <= 4, batch 1-16) read only those, and so does dequantize;
+    with the tiles alone a p <= 4 weight is served at every batch from one copy of its planes.  Without
+    them (planes only) batches up to 16 take the LUT or fp16 tensor-core kernel (the same bytes as the
+    int8 one on the tensor-core path, slower) or dequantize + cuBLAS.
 
     The kernel paths are bit-exact with their references (the tensor-core ones with
     reference.exact_mma_gemm, the LUT one with reference.lut_gemv); dequantize + cuBLAS is not
     (cuBLAS fixes no summation order).
     """
+    if planes is None and tiles is None:
+        raise ValueError("planes, tiles: give the row-major planes, their tile layout (gpu.tile_planes), or both")
     M = x.shape[0] if len(x.shape) == 2 else 0
-    p, N, K = (planes.shape[0], planes.shape[1], planes.shape[2] * 32) if len(planes.shape) == 3 else (0, 0, 0)
-    if tiles is not None and bmma_supports(M, p, group_size) and M <= BMMA_UP_TO_BATCH:
-        return bmma_gemv(x, tiles[:p], alpha, beta, group_size=group_size)
-    if imma_supports(M, p, group_size) and p * N * (K // group_size) < 2 ** 31:
-        return imma_gemm(x, planes, alpha, beta, group_size=group_size)
-    if 1 <= M <= LUT_UP_TO_BATCH:
+    p = alpha.shape[0] if len(alpha.shape) == 3 else 0
+    N, K = (alpha.shape[1], alpha.shape[2] * group_size) if len(alpha.shape) == 3 else (0, 0)
+    if tiles is not None:
+        tiles = tiles[:p]
+        if bmma_supports(M, p, group_size) and M <= BMMA_UP_TO_BATCH:
+            return bmma_gemv(x, tiles, alpha, beta, group_size=group_size)
+        if imma_supports(M, p, group_size) and p * N * (K // group_size) < 2 ** 31:
+            return imma_gemm(x, tiles, alpha, beta, group_size=group_size)
+    if planes is not None and 1 <= M <= LUT_UP_TO_BATCH:
         return lut_gemv(x, planes, alpha, beta, group_size=group_size)
-    if 1 <= M <= MAX_MMA_BATCH and N * K >= MMA_FROM_WEIGHTS and group_size <= MAX_GROUP:
+    if (planes is not None and 1 <= M <= MAX_MMA_BATCH and N * K >= MMA_FROM_WEIGHTS
+            and group_size <= MAX_GROUP):
         return mma_gemm(x, planes, alpha, beta, group_size=group_size)
     (xc, tx) = _as_cupy(x, "x")
     if len(xc.shape) != 2 or str(xc.dtype) != "float16":
         raise ValueError(f"x: must be float16 [M, K], got {xc.dtype} {tuple(xc.shape)}")
-    W = dequantize(planes, alpha, beta, group_size=group_size)
+    W = dequantize(planes, alpha, beta, group_size=group_size, tiles=None if planes is not None else tiles)
     W = _as_cupy(W, "W")[0]
     with _torch_stream_scope(tx):
         y = xc @ W.T

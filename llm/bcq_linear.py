@@ -5,7 +5,10 @@ r"""``BCQLinear``: an ``nn.Linear`` whose weight is a packed multi-precision BCQ
 Buffers (they are the module's state_dict, saved bit for bit by ``llm.checkpoint``):
 
     planes   int32   [P, N, K/32]  the uint32 words of ``bcq_core.layout`` reinterpreted as int32
-                                    (same bits: bit t of word w is input 32w + t, bit 1 -> +1)
+                                    (same bits: bit t of word w is input 32w + t, bit 1 -> +1);
+                                    after ``use_tile_layout()`` the same words in the tensor-core kernels'
+                                    tile layout, int32 [P, ceil(N/16), ceil(K/256), 128] (the state_dict
+                                    still holds them row-major, so checkpoints do not depend on it)
     alpha_p  float16 [p, N, G]     one scale set per stored precision p   (G = K / g)
     beta_p   float16 [N, G]        per-group offsets, asymmetric BCQ only
     bias     float32 [N] or None   kept from the nn.Linear it replaces (a frozen Parameter)
@@ -14,7 +17,9 @@ Forward at ``self.precision`` = p:
 
 * CUDA input in float16 or bfloat16 (serving): the ``gpu`` kernels (imported lazily),
   ``bcq_matmul(x16, planes[:p], alpha_p, beta_p, g, tiles=...)`` on float16 activations, result cast back to
-  x's dtype; batches 1-2 also read the planes in the 1-bit kernel's tile layout (``tiles()``, made once).
+  x's dtype.  The tensor-core kernels (p <= 4, batch 1-16) and dequantize read the planes in the tile layout
+  (``tiles()``: made once beside the row-major planes, or the planes themselves after ``use_tile_layout()``,
+  which keeps one copy of them in GPU memory).
 * Any other input (CPU, or float32 on CUDA): dequantize Ŵ_p once (in x's dtype, cached for the current
   precision), then ``F.linear``.  A float32 model asks for float32 math, which the float16 kernels do not
   give: calibration and evaluation of the float32 research model compute the same math on a GPU as on the CPU
@@ -32,7 +37,7 @@ from torch import nn
 
 from bcq_core.bcq import BCQ
 from bcq_core.checks import check_precision
-from bcq_core.layout import PackedBCQ, pack
+from bcq_core.layout import TILE_ROWS, TILE_SIZE, TILE_WORDS, PackedBCQ, pack, tile_shape
 
 WORD_BITS = 32
 
@@ -42,6 +47,27 @@ def unpack_planes(planes: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     shifts = torch.arange(WORD_BITS, dtype=torch.int32, device=planes.device)
     bits = (planes.unsqueeze(-1) >> shifts) & 1                      # (p, N, K/32, 32)
     return (bits.reshape(*planes.shape[:-1], -1).to(dtype) * 2 - 1)  # (p, N, K)
+
+
+def tile_planes_torch(planes: torch.Tensor) -> torch.Tensor:
+    """int32 [P, N, K/32] -> int32 [P, ceil(N/16), ceil(K/256), 128], on the planes' device.
+
+    ``bcq_core.layout.tile_planes`` for torch tensors (the same words, tested against it):
+    tiles[i, nt, s, 64 e + 8 gid + 2 t + h] = planes[i, 16 nt + 8 h + gid, 8 s + 2 t + e].
+    """
+    P, N, KW = planes.shape
+    _, NT, KS, _ = tile_shape(P, N, KW)
+    padded = planes.new_zeros(P, NT * TILE_ROWS, KS * TILE_WORDS)
+    padded[:, :N, :KW] = planes
+    t = padded.reshape(P, NT, 2, 8, KS, 4, 2).permute(0, 1, 4, 6, 3, 5, 2)  # i, nt, s, e, gid, t, h
+    return t.contiguous().reshape(P, NT, KS, TILE_SIZE)
+
+
+def untile_planes_torch(tiles: torch.Tensor, N: int, KW: int) -> torch.Tensor:
+    """Inverse of tile_planes_torch: int32 [P, NT, KS, 128] -> [P, N, K/32] (the padding dropped)."""
+    P, NT, KS, _ = tiles.shape
+    t = tiles.reshape(P, NT, KS, 2, 8, 4, 2).permute(0, 1, 6, 4, 2, 5, 3)  # i, nt, h, gid, s, t, e
+    return t.reshape(P, NT * TILE_ROWS, KS * TILE_WORDS)[:, :N, :KW].contiguous()
 
 
 def dequantize_torch(signs: torch.Tensor, alpha: torch.Tensor, g: int, beta: torch.Tensor | None = None):
@@ -77,6 +103,7 @@ class BCQLinear(nn.Module):
         self._cache: tuple[int, torch.dtype, torch.Tensor] | None = None
         self._tile_cache: tuple[tuple, torch.Tensor] | None = None
         self._train: dict | None = None
+        self.tiled = False  # planes in the tile layout (use_tile_layout)
 
     # ---- construction and export -------------------------------------------------------------
     @classmethod
@@ -98,7 +125,7 @@ class BCQLinear(nn.Module):
     def to_packed(self) -> PackedBCQ:
         """The weight as a ``bcq_core.layout.PackedBCQ`` (uint32 planes, float16 scales), bit-exact."""
         beta = {p: self.beta(p).cpu().numpy().copy() for p in self.precisions} if self.asymmetric else None
-        return PackedBCQ(planes=self.planes.cpu().numpy().view(np.uint32).copy(),
+        return PackedBCQ(planes=self.row_major_planes().cpu().numpy().view(np.uint32).copy(),
                          alpha={p: self.alpha(p).cpu().numpy().copy() for p in self.precisions},
                          group_size=self.group_size, beta=beta)
 
@@ -133,7 +160,7 @@ class BCQLinear(nn.Module):
         """Ŵ_p as a dense [N, K] tensor (from the float16 buffers, widened exactly to float32)."""
         p = self.precision if p is None else check_precision("p", p, self.precisions)
         beta = self.beta(p)
-        W = dequantize_torch(unpack_planes(self.planes[:p]), self.alpha(p).float(), self.group_size,
+        W = dequantize_torch(unpack_planes(self.row_major_planes()[:p]), self.alpha(p).float(), self.group_size,
                              None if beta is None else beta.float())
         return W.to(dtype)
 
@@ -146,9 +173,13 @@ class BCQLinear(nn.Module):
         self.clear_cache()
         return self
 
-    def _load_from_state_dict(self, *args, **kwargs):
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self.clear_cache()
-        return super()._load_from_state_dict(*args, **kwargs)
+        key = prefix + "planes"
+        if self.tiled and key in state_dict and state_dict[key].dim() == 3:  # row-major, as saved
+            state_dict = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
+            state_dict[key] = tile_planes_torch(state_dict[key])
+        return super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ---- scale training (calibration) --------------------------------------------------------
     def train_scales(self, p: int) -> list[nn.Parameter]:
@@ -157,7 +188,7 @@ class BCQLinear(nn.Module):
         self.set_precision(p)
         alpha = nn.Parameter(self.alpha(p).float().clone())
         beta = nn.Parameter(self.beta(p).float().clone()) if self.asymmetric else None
-        self._train = {"p": p, "signs": unpack_planes(self.planes[:p]), "alpha": alpha, "beta": beta}
+        self._train = {"p": p, "signs": unpack_planes(self.row_major_planes()[:p]), "alpha": alpha, "beta": beta}
         self.clear_cache()
         return [t for t in (alpha, beta) if t is not None]
 
@@ -185,28 +216,56 @@ class BCQLinear(nn.Module):
             c = self._cache = (self.precision, x.dtype, self.dequantize(self.precision, x.dtype))
         return F.linear(x, c[2], self.bias)
 
-    def tiles(self) -> torch.Tensor:
-        """The planes in the 1-bit tensor-core kernel's tile layout (``gpu.tile_planes``), made on first use.
+    # ---- the tile layout ---------------------------------------------------------------------
+    def row_major_planes(self) -> torch.Tensor:
+        """The planes as int32 [P, N, K/32], whatever the layout they are stored in."""
+        if not self.tiled:
+            return self.planes
+        return untile_planes_torch(self.planes, self.out_features, self.in_features // WORD_BITS)
 
-        A second copy of the planes in GPU memory (``nbytes`` counts only the row-major ones, which the
-        int8 and LUT kernels and dequantize read): the price of the 1-bit kernel's loads of whole cache
-        lines, which serve batches 1 and 2.  Rebuilt after anything that calls ``clear_cache``.
+    def use_tile_layout(self) -> "BCQLinear":
+        """Keep the planes only in the tensor-core kernels' tile layout, in place; returns self.
+
+        Serving then reads one copy of the planes: the 1-bit and int8 tensor-core kernels (p <= 4, batch
+        1-16) and dequantize + cuBLAS (larger batches) all take the tiles.  Without it a CUDA module keeps the
+        row-major planes and makes the tiles beside them (``tiles()``): twice the plane bytes.  What costs:
+        p > 4 on CUDA goes to dequantize + cuBLAS (the LUT and fp16 tensor-core kernels read row-major planes),
+        and the CPU paths (dequantize, scale training, ``to_packed``) untile the planes when they need them.
+        The state_dict still holds the row-major planes.
         """
+        if not self.tiled:
+            self._buffers["planes"] = tile_planes_torch(self.planes)
+            self.tiled = True
+            self.clear_cache()
+        return self
+
+    def tiles(self) -> torch.Tensor:
+        """The planes in the tensor-core kernels' tile layout (``gpu.tile_planes``), uint32.
+
+        After ``use_tile_layout()`` the planes buffer itself; else made on first use beside the row-major
+        planes, a second copy in GPU memory (``nbytes`` counts one copy), rebuilt after anything that calls
+        ``clear_cache``.
+        """
+        if self.tiled:
+            return self.planes.view(torch.uint32)
         key = (self.planes.data_ptr(), self.planes.device)
         if self._tile_cache is None or self._tile_cache[0] != key:
             from gpu import tile_planes
             self._tile_cache = (key, tile_planes(self.planes.view(torch.uint32)))
         return self._tile_cache[1]
 
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.tiled:  # checkpoints hold the row-major planes, whatever the layout in memory
+            destination[prefix + "planes"] = self.row_major_planes()
+
     def _forward_cuda(self, x: torch.Tensor) -> torch.Tensor:
         import gpu  # CuPy and the kernels load only when a CUDA input arrives
 
         p, shape = self.precision, x.shape
         x16 = x.reshape(-1, self.in_features).to(torch.float16).contiguous()  # (M, K)
-        beta = self.beta(p)
-        tiles = self.tiles() if x16.shape[0] <= gpu.kernels.BMMA_UP_TO_BATCH else None
-        y = gpu.bcq_matmul(x16, self.planes[:p].view(torch.uint32), self.alpha(p), beta, group_size=self.group_size,
-                           tiles=tiles)
+        planes = None if self.tiled else self.planes[:p].view(torch.uint32)
+        y = gpu.bcq_matmul(x16, planes, self.alpha(p), self.beta(p), group_size=self.group_size, tiles=self.tiles())
         y = y.to(x.dtype).reshape(*shape[:-1], self.out_features)            # (..., N)
         return y if self.bias is None else y + self.bias.to(x.dtype)
 

@@ -47,6 +47,16 @@ def bcq_layers(model: nn.Module) -> dict[str, BCQLinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, BCQLinear)}
 
 
+def use_tile_layout(model: nn.Module, max_planes: int = 4) -> nn.Module:
+    """Keep the planes of every BCQLinear with at most max_planes planes only in the tensor-core kernels'
+    tile layout (``BCQLinear.use_tile_layout``): one copy of them in GPU memory when serving float16 on
+    CUDA.  Layers with more planes keep the row-major ones, which their p > 4 kernels read.  Returns model."""
+    for m in bcq_layers(model).values():
+        if m.num_planes <= max_planes:
+            m.use_tile_layout()
+    return model
+
+
 def check_group_size(layers: dict[str, nn.Linear], group_size: int) -> None:
     """g must be a positive multiple of 32 dividing every layer's in_features; the error names the layer."""
     if not isinstance(group_size, int) or group_size <= 0 or group_size % 32:

@@ -62,12 +62,27 @@ def test_lut_gemv_real_layer_shapes(N, K, p):
 
 @SETTINGS
 @given(N=st.integers(1, 200), g=st.sampled_from([32, 64, 128]), G=st.integers(1, 10), p=st.integers(1, 8),
-       with_beta=st.booleans(), seed=st.integers(0, 2 ** 32 - 1))
-def test_dequantize_matches_reference_bytes(N, g, G, p, with_beta, seed):
+       with_beta=st.booleans(), from_tiles=st.booleans(), seed=st.integers(0, 2 ** 32 - 1))
+def test_dequantize_matches_reference_bytes(N, g, G, p, with_beta, from_tiles, seed):
+    """From the row-major planes or from their tile layout (N, K not multiples of a tile included)."""
     _, planes, alpha, beta = random_problem(np.random.default_rng(seed), 1, N, g * G, p, g, with_beta=with_beta)
-    dev = [None if a is None else cupy.asarray(a) for a in (planes, alpha, beta)]
-    got = cupy.asnumpy(gpu.dequantize(*dev, group_size=g))
-    assert_same_bytes(got, dequantize_fp16(planes, alpha, beta, group_size=g))
+    dp, da, db = (None if a is None else cupy.asarray(a) for a in (planes, alpha, beta))
+    if from_tiles:
+        got = gpu.dequantize(None, da, db, group_size=g, tiles=gpu.tile_planes(dp))
+    else:
+        got = gpu.dequantize(dp, da, db, group_size=g)
+    assert_same_bytes(cupy.asnumpy(got), dequantize_fp16(planes, alpha, beta, group_size=g))
+
+
+def test_dequantize_refuses_both_layouts_or_neither():
+    _, planes, alpha, _ = random_problem(np.random.default_rng(4), 1, 40, 512, 2, 128)
+    dp, da = cupy.asarray(planes), cupy.asarray(alpha)
+    with pytest.raises(ValueError, match="planes, tiles: give exactly one"):
+        gpu.dequantize(dp, da, group_size=128, tiles=gpu.tile_planes(dp))
+    with pytest.raises(ValueError, match="planes, tiles: give exactly one"):
+        gpu.dequantize(None, da, group_size=128)
+    with pytest.raises(ValueError, match=r"tiles: must be the planes in the tile layout, uint32 \(2, 3, 2, 128\)"):
+        gpu.dequantize(None, da, group_size=128, tiles=gpu.tile_planes(dp)[:, :2])
 
 
 def test_identity_activations_give_back_dequantized_weights():
@@ -298,7 +313,7 @@ def test_bmma_gemv_refuses_what_it_does_not_take():
 def test_imma_gemm_matches_reference_bytes(M, N, g, G, p, with_beta, kind, seed):
     x, planes, alpha, beta = random_problem(np.random.default_rng(seed), M, N, g * G, p, g,
                                             with_beta=with_beta, kind=kind)
-    dev = [None if a is None else cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    dev = tiled([None if a is None else cupy.asarray(a) for a in (x, planes, alpha, beta)])
     got = cupy.asnumpy(gpu.imma_gemm(*dev, group_size=g))
     assert_same_bytes(got, exact_mma_gemm(x, planes, alpha, beta, group_size=g))
 
@@ -310,7 +325,7 @@ def test_imma_gemm_matches_reference_bytes(M, N, g, G, p, with_beta, kind, seed)
 def test_imma_gemm_several_splits(M, N, g, G, p, split, seed):
     """K past one split; at g = 96 a split (85 groups, 255 words at 8192) does not start on a 4-word step."""
     x, planes, alpha, beta = random_problem(np.random.default_rng(seed), M, N, g * G, p, g, with_beta=True)
-    dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    dev = tiled([cupy.asarray(a) for a in (x, planes, alpha, beta)])
     assert_same_bytes(cupy.asnumpy(gpu.imma_gemm(*dev, group_size=g, split=split)),
                       exact_mma_gemm(x, planes, alpha, beta, group_size=g, split=split))
 
@@ -323,7 +338,7 @@ def test_imma_gemm_both_ring_depths_match_reference_bytes(g, split):
     x, planes, alpha, beta = random_problem(np.random.default_rng(g + split), 8, 200, 12288, 3, g,
                                             with_beta=True, kind="mixed")
     assert (contract_split(200, 12288, g, split) > 4096) == (split == 8192)
-    dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    dev = tiled([cupy.asarray(a) for a in (x, planes, alpha, beta)])
     assert_same_bytes(cupy.asnumpy(gpu.imma_gemm(*dev, group_size=g, split=split)),
                       exact_mma_gemm(x, planes, alpha, beta, group_size=g, split=split))
 
@@ -333,6 +348,8 @@ def test_exact_kernels_count_splits_in_whole_groups(kernel):
     """g = 96: 256 groups make 4 splits of 85 groups, though K = 24576 is only 3 x 8192 inputs."""
     x, planes, alpha, beta = random_problem(np.random.default_rng(5), 3, 40, 96 * 256, 2, 96, with_beta=True)
     dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    if kernel in gpu.kernels.TILED_KERNELS:
+        dev = tiled(dev)
     assert_same_bytes(cupy.asnumpy(getattr(gpu, kernel)(*dev, group_size=96, split=8192)),
                       exact_mma_gemm(x, planes, alpha, beta, group_size=96, split=8192))
 
@@ -340,8 +357,11 @@ def test_exact_kernels_count_splits_in_whole_groups(kernel):
 @pytest.mark.parametrize("kernel", ["mma_gemm", "bmma_gemv", "imma_gemm"])
 def test_exact_kernels_refuse_a_split_the_contract_lacks(kernel):
     x, planes, alpha, _ = random_problem(np.random.default_rng(0), 1, 64, 1024, 2, 128)
+    dev = [cupy.asarray(a) for a in (x, planes, alpha)]
+    if kernel in gpu.kernels.TILED_KERNELS:
+        dev = tiled(dev)
     with pytest.raises(ValueError, match="split: must be one of"):
-        getattr(gpu, kernel)(cupy.asarray(x), cupy.asarray(planes), cupy.asarray(alpha), group_size=128, split=3000)
+        getattr(gpu, kernel)(*dev, group_size=128, split=3000)
 
 
 @pytest.mark.parametrize("N,K,g", [(4096, 4096, 128), (1536, 576, 64), (576, 1536, 64), (8192, 28672, 128)])
@@ -349,7 +369,8 @@ def test_exact_kernels_refuse_a_split_the_contract_lacks(kernel):
 def test_imma_gemm_equals_mma_gemm_on_real_shapes(N, K, g, M):
     x, planes, alpha, _ = random_problem(np.random.default_rng(N + K + M), M, N, K, 4, g)
     dev = [cupy.asarray(a) for a in (x, planes, alpha)]
-    assert_same_bytes(cupy.asnumpy(gpu.imma_gemm(*dev, group_size=g)), cupy.asnumpy(gpu.mma_gemm(*dev, group_size=g)))
+    assert_same_bytes(cupy.asnumpy(gpu.imma_gemm(*tiled(dev), group_size=g)),
+                      cupy.asnumpy(gpu.mma_gemm(*dev, group_size=g)))
 
 
 @pytest.mark.parametrize("p,mode", sorted({(p, m) for p, m, t in IMMA_INSTANCES if t == 2}))
@@ -359,14 +380,14 @@ def test_imma_gemm_16_rows_in_one_launch_matches_reference_bytes(p, mode):
     assert imma_mode(g) == mode and imma_tiles(16) == 2
     x, planes, alpha, beta = random_problem(np.random.default_rng(p * 10 + mode), 16, 130, 24 * 128, p, g,
                                             with_beta=True, kind="mixed")
-    dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
+    dev = tiled([cupy.asarray(a) for a in (x, planes, alpha, beta)])
     assert_same_bytes(cupy.asnumpy(gpu.imma_gemm(*dev, group_size=g)),
                       exact_mma_gemm(x, planes, alpha, beta, group_size=g))
 
 
 def test_imma_gemm_rows_do_not_depend_on_the_batch():
     x, planes, alpha, _ = random_problem(np.random.default_rng(13), 16, 333, 4096, 3, 128)
-    dev = [cupy.asarray(a) for a in (planes, alpha)]
+    dev = [gpu.tile_planes(cupy.asarray(planes)), cupy.asarray(alpha)]
     full = cupy.asnumpy(gpu.imma_gemm(cupy.asarray(x), *dev, group_size=128))
     for M in (1, 5, 8, 11):
         part = cupy.asnumpy(gpu.imma_gemm(cupy.asarray(x[:M]), *dev, group_size=128))
@@ -375,32 +396,58 @@ def test_imma_gemm_rows_do_not_depend_on_the_batch():
 
 def test_imma_gemm_refuses_what_it_does_not_take():
     x, planes, alpha, _ = random_problem(np.random.default_rng(0), 2, 64, 1024, 5, 128)
+    x, planes, alpha = cupy.asarray(x), cupy.asarray(planes), cupy.asarray(alpha)
+    tiles = gpu.tile_planes(planes)
     with pytest.raises(ValueError, match="imma_gemm: takes"):
-        gpu.imma_gemm(cupy.asarray(x), cupy.asarray(planes), cupy.asarray(alpha), group_size=128)  # p = 5
+        gpu.imma_gemm(x, tiles, alpha, group_size=128)  # p = 5
     with pytest.raises(ValueError, match="batch 1..16"):
-        gpu.imma_gemm(cupy.zeros((17, 1024), cupy.float16), cupy.asarray(planes[:2]), cupy.asarray(alpha[:2]),
-                      group_size=128)
+        gpu.imma_gemm(cupy.zeros((17, 1024), cupy.float16), tiles[:2], alpha[:2], group_size=128)
+    with pytest.raises(ValueError, match=r"tiles: must be the planes in the tile layout, uint32 \(2, 4, 4, 128\)"):
+        gpu.imma_gemm(x, planes[:2], alpha[:2], group_size=128)  # row-major planes
+    with pytest.raises(ValueError, match="tiles: must be uint32"):
+        gpu.imma_gemm(x, tiles[:2].view(cupy.int32), alpha[:2], group_size=128)
 
 
 @pytest.mark.parametrize("M", [1, 2, 3, 8, 16])
 @pytest.mark.parametrize("g", [64, 128])
-@pytest.mark.parametrize("with_tiles", [False, True])
-def test_bcq_matmul_small_batches_take_an_exact_tensor_core_path(M, g, with_tiles):
-    """Up to batch 16 at p <= 4, bcq_matmul's answer is the exact contract's, byte for byte, with or
-    without tiles (which take batches 1-2 to the 1-bit kernel; tiles of more planes are cut to p)."""
+@pytest.mark.parametrize("with_planes", [False, True])
+def test_bcq_matmul_small_batches_take_an_exact_tensor_core_path(M, g, with_planes):
+    """Up to batch 16 at p <= 4, given the tiles (alone or beside the planes), bcq_matmul's answer is the
+    exact contract's, byte for byte (tiles of more planes are cut to p = alpha.shape[0])."""
     x, planes, alpha, beta = random_problem(np.random.default_rng(M + g), M, 200, 1536, 4, g, with_beta=True)
     planes, alpha = planes[:3], alpha[:3]
+    dx, dp, da, db = (cupy.asarray(a) for a in (x, planes, alpha, beta))
+    tiles = gpu.tile_planes(cupy.asarray(np.concatenate([planes, planes[:1]])))
+    got = gpu.bcq_matmul(dx, dp if with_planes else None, da, db, group_size=g, tiles=tiles)
+    assert_same_bytes(cupy.asnumpy(got), exact_mma_gemm(x, planes, alpha, beta, group_size=g))
+
+
+def test_bcq_matmul_without_tiles_reads_the_planes():
+    """Planes alone: the LUT kernel up to batch 4 (its contract's bytes), then dequantize + cuBLAS."""
+    x, planes, alpha, beta = random_problem(np.random.default_rng(21), 8, 200, 1536, 3, 128, with_beta=True)
     dev = [cupy.asarray(a) for a in (x, planes, alpha, beta)]
-    tiles = gpu.tile_planes(cupy.asarray(np.concatenate([planes, planes[:1]]))) if with_tiles else None
-    assert_same_bytes(cupy.asnumpy(gpu.bcq_matmul(*dev, group_size=g, tiles=tiles)),
-                      exact_mma_gemm(x, planes, alpha, beta, group_size=g))
+    assert_same_bytes(cupy.asnumpy(gpu.bcq_matmul(dev[0][:3], *dev[1:], group_size=128)),
+                      ref_lut_gemv(x[:3], planes, alpha, beta, group_size=128))
+    y = cupy.asnumpy(gpu.bcq_matmul(*dev, group_size=128)).astype(np.float64)
+    r = dequant_matmul(x, planes, alpha, beta, group_size=128)
+    assert np.linalg.norm(y - r) / np.linalg.norm(r) < 2e-3
+    with pytest.raises(ValueError, match="planes, tiles: give"):
+        gpu.bcq_matmul(dev[0], None, *dev[2:], group_size=128)
+
+
+def test_bcq_matmul_with_tiles_alone_serves_large_batches():
+    """Batch past 16 from the tiles alone: dequantize reads them, and gives the row-major planes' bytes."""
+    x, planes, alpha, beta = random_problem(np.random.default_rng(22), 40, 200, 1536, 2, 64, with_beta=True)
+    dx, dp, da, db = (cupy.asarray(a) for a in (x, planes, alpha, beta))
+    from_tiles = gpu.bcq_matmul(dx, None, da, db, group_size=64, tiles=gpu.tile_planes(dp))
+    assert_same_bytes(cupy.asnumpy(from_tiles), cupy.asnumpy(gpu.bcq_matmul(dx, dp, da, db, group_size=64)))
 
 
 def test_imma_gemm_in_a_cuda_graph():
     """Two launches per 8 batch rows, all on the current stream, no host sync: capturable, and the
     replay writes the same bytes."""
     x, planes, alpha, _ = random_problem(np.random.default_rng(6), 12, 96, 1024, 2, 128)
-    dev = [cupy.asarray(a) for a in (x, planes, alpha)]
+    dev = tiled([cupy.asarray(a) for a in (x, planes, alpha)])
     out = cupy.empty((12, 96), dtype=cupy.float16)
     stream = cupy.cuda.Stream(non_blocking=True)
     with stream:
@@ -420,7 +467,7 @@ def test_imma_gemm_takes_torch_tensors_on_a_torch_stream():
     s = torch.cuda.Stream()
     with torch.cuda.stream(s):
         tx = torch.from_numpy(x).cuda()
-        tp = torch.from_numpy(planes.view(np.int32)).cuda().view(torch.uint32)
+        tp = torch.from_numpy(tile_planes(planes).view(np.int32)).cuda().view(torch.uint32)
         ta = torch.from_numpy(alpha).cuda()
         y = gpu.imma_gemm(tx, tp, ta, group_size=128)
     s.synchronize()

@@ -2,11 +2,12 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 from bcq_core.bcq import BCQ
-from bcq_core.layout import pack
+from bcq_core.layout import pack, tile_planes
 from bcq_core.rtn import rtn_bcq
-from llm.bcq_linear import BCQLinear, unpack_planes
+from llm.bcq_linear import BCQLinear, tile_planes_torch, unpack_planes, untile_planes_torch
 
 torch.set_num_threads(2)
 
@@ -116,3 +117,44 @@ def test_nbytes():
     plane = 48 * 128 // 8
     assert m.nbytes(2) == 2 * plane + 2 * 48 * 2 * 2
     assert m.nbytes() == 4 * plane + 2 * 48 * 2 * (2 + 3 + 4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(P=st.integers(1, 5), N=st.integers(1, 70), KW=st.integers(1, 20), seed=st.integers(0, 2 ** 32 - 1))
+def test_torch_tiling_is_the_layouts_and_round_trips(P, N, KW, seed):
+    """tile_planes_torch gives bcq_core.layout.tile_planes' words; untile_planes_torch gives the planes back."""
+    words = np.random.default_rng(seed).integers(0, 2 ** 32, size=(P, N, KW), dtype=np.uint32)
+    planes = torch.from_numpy(words.view(np.int32))
+    tiles = tile_planes_torch(planes)
+    assert np.array_equal(tiles.numpy().view(np.uint32), tile_planes(words))
+    assert torch.equal(untile_planes_torch(tiles, N, KW), planes)
+
+
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_tile_layout_changes_nothing_but_the_memory_layout(asymmetric):
+    """A module keeping its planes in the tile layout computes the same bytes, saves the same state_dict
+    (row-major planes), exports the same packed weight, loads a checkpoint and trains its scales."""
+    q = random_bcq(np.random.default_rng(3), N=40, K=320, g=64, asymmetric=asymmetric)
+    rows = BCQLinear.from_bcq(q, torch.randn(40))
+    tiled = BCQLinear.from_bcq(q, rows.bias.data).use_tile_layout()
+    assert tiled.tiled and tiled.planes.shape == (4, 3, 2, 128) and tiled.num_planes == 4
+    assert torch.equal(tiled.tiles(), tile_planes_torch(rows.planes).view(torch.uint32))
+    x = torch.randn(3, 320)
+    for p in (2, 3, 4):
+        rows.set_precision(p)
+        tiled.set_precision(p)
+        assert torch.equal(tiled(x), rows(x))
+    sd_rows, sd_tiled = rows.state_dict(), tiled.state_dict()
+    assert sd_rows.keys() == sd_tiled.keys() and all(torch.equal(sd_rows[k], sd_tiled[k]) for k in sd_rows)
+    assert np.array_equal(tiled.to_packed().planes, rows.to_packed().planes)
+
+    other = BCQLinear.from_bcq(random_bcq(np.random.default_rng(4), N=40, K=320, g=64, asymmetric=asymmetric),
+                               torch.randn(40)).use_tile_layout()
+    other.load_state_dict(sd_rows)  # a row-major checkpoint into a tiled module
+    assert torch.equal(other.planes, tiled.planes) and torch.equal(other(x), tiled(x))
+
+    params = tiled.train_scales(3)  # scale training reads the planes row-major
+    rows.set_precision(3)
+    assert torch.equal(tiled(x), rows(x)) and len(params) == (2 if asymmetric else 1)
+    tiled.finish_scale_training()
+    assert tiled.use_tile_layout() is tiled and tiled.planes.shape == (4, 3, 2, 128)  # idempotent

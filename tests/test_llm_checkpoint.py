@@ -5,9 +5,10 @@ import os
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from llm.checkpoint import architecture_fingerprint, load_checkpoint, read_config, save_checkpoint
-from llm.convert import bcq_layers, get_precision, precision
+from llm.convert import bcq_layers, get_precision, precision, use_tile_layout
 from llm.models import tiny_llama
 from llm_testing import two_precision_pair
 
@@ -39,6 +40,24 @@ def test_round_trip_is_bit_exact(tmp_path):
             with torch.no_grad(), precision(model, p), precision(loaded, p):
                 assert torch.equal(model(ids).logits, loaded(ids).logits)
         assert get_precision(loaded) == 3
+
+
+def test_a_model_in_the_tile_layout_saves_and_serves_the_same(tmp_path):
+    """use_tile_layout changes the planes' layout in memory only: the checkpoint holds the same tensors,
+    and the model gives the same logits."""
+    model = two_precision_model()
+    tiled = use_tile_layout(two_precision_model())
+    assert all(m.tiled for m in bcq_layers(tiled).values())
+    a = save_checkpoint(model, tmp_path / "a.safetensors", "tiny")
+    b = save_checkpoint(tiled, tmp_path / "b.safetensors", "tiny")
+    assert read_config(a) == read_config(b)
+    with safe_open(str(a), framework="pt") as fa, safe_open(str(b), framework="pt") as fb:
+        assert set(fa.keys()) == set(fb.keys())
+        assert all(torch.equal(fa.get_tensor(k), fb.get_tensor(k)) for k in fa.keys())
+    ids = torch.randint(0, 256, (1, 12))
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, tiled(ids).logits)
+    assert not any(m.tiled for m in bcq_layers(use_tile_layout(two_precision_model(), max_planes=2)).values())
 
 
 def test_fingerprint_is_the_same_before_and_after_conversion():

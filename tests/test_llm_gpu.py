@@ -77,29 +77,39 @@ def test_float16_cuda_model_serves_through_the_kernels(monkeypatch):
     assert (gpu - cpu).abs().max() <= 2e-2 * cpu.abs().max()
 
 
-def test_decode_batches_read_the_cached_tiles_and_give_the_contracts_bytes(monkeypatch):
-    """Batches 1 and 2 go to the 1-bit kernel through tiles made once; the same bytes as the int8 kernel."""
-    import gpu
+def test_cuda_batches_read_the_tiles_and_give_the_contracts_bytes(monkeypatch):
+    """Every batch hands bcq_matmul the tiles (made once); batches 1-16 give the exact contract's bytes.
+    After use_tile_layout() the module holds one copy of the planes, the tiles, and gives the same bytes
+    at every batch, the dequantize + cuBLAS one included."""
     from bcq_core.bcq import BCQ
     from llm.bcq_linear import BCQLinear
+    from reference.exact_mma import exact_mma_gemm
 
     rng = np.random.default_rng(0)
     N, K, g = 200, 512, 128  # N not a multiple of the 16-row tile
     signs = rng.choice(np.array([-1, 1], np.int8), size=(4, N, K))
     alpha = {p: (np.abs(rng.standard_normal((p, N, K // g))) * 0.02).astype(np.float32) for p in (2, 3, 4)}
     m = BCQLinear.from_bcq(BCQ(signs=signs, alpha=alpha, group_size=g)).cuda()
+    t = BCQLinear.from_bcq(m.to_packed()).cuda().use_tile_layout()
+    assert t.tiles().data_ptr() == t.planes.data_ptr()      # the tiles are the planes buffer: one copy
+    assert not any(b.dim() == 3 and b.dtype == torch.int32 for b in t.buffers())
     calls = _count_kernel_calls(monkeypatch)
+    planes = m.to_packed().planes
     with torch.no_grad():
-        for M in (1, 2, 3):
+        for M in (1, 2, 3, 16, 40):
             x = torch.randn(M, K, device="cuda").half()
             for p in (2, 3, 4):
                 m.set_precision(p)
-                want = gpu.imma_gemm(x, m.planes[:p].view(torch.uint32), m.alpha(p), group_size=g)
-                assert torch.equal(m(x).view(torch.int16), want.view(torch.int16)), (M, p)
-    assert [with_tiles for _, with_tiles in calls] == [True] * 6 + [False] * 3
+                t.set_precision(p)
+                got = m(x)
+                if M <= 16:
+                    want = exact_mma_gemm(x.cpu().numpy(), planes[:p], m.alpha(p).cpu().numpy(), group_size=g)
+                    assert np.array_equal(got.cpu().numpy().view(np.uint16), want.view(np.uint16)), (M, p)
+                assert torch.equal(t(x).view(torch.int16), got.view(torch.int16)), (M, p)
+    assert len(calls) == 30 and all(with_tiles for _, with_tiles in calls)
     assert m.tiles() is m.tiles()                           # made once, kept
     m.clear_cache()
-    assert torch.equal(m.tiles().view(torch.int32), gpu.tile_planes(m.planes.view(torch.uint32)).view(torch.int32))
+    assert torch.equal(m.tiles().view(torch.int32), t.planes)
 
 
 def test_float32_cuda_model_computes_in_float32_like_the_cpu(monkeypatch):

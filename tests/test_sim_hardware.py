@@ -1,6 +1,5 @@
 """sim/ hardware and kernel data: every number sourced, units consistent, users can add devices."""
 import dataclasses
-import textwrap
 
 import pytest
 

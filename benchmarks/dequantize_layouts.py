@@ -1,0 +1,86 @@
+"""Dequantize from the row-major planes against dequantize from their tile layout, side by side in one run.
+
+    python -m benchmarks.dequantize_layouts --out benchmarks/results/h200
+
+A model that keeps its planes only in the tile layout (``BCQLinear.use_tile_layout``) serves batches
+past 16 as dequantize(tiles) + cuBLAS.  For every layer of ``benchmarks.gemv.LAYERS`` and precision this
+times ``gpu.dequantize`` from both layouts (CUDA-graph replay over weight copies larger than L2, as
+``benchmarks.gemv``; the row-major time is the faster of two timings around the tiled one) and compares
+the two float16 results as bytes.  Floor = planes + scales read and W written, over the measured copy
+bandwidth.  Results: OUT/dequantize_layouts_<gpu>.json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .gemv import (BITS, GROUP, LAYERS, copies_beyond_l2, copy_bandwidth, device_name, gpu_slug, random_weights,
+                   save_results, time_graph)
+
+
+def run(out_dir: Path, layers=LAYERS, bits=BITS, command=""):
+    import cupy
+
+    import gpu
+
+    rng = np.random.default_rng(0)
+    bw = copy_bandwidth(cupy)
+    rows = []
+    for name, (N, K) in layers.items():
+        n = copies_beyond_l2(max(bits) * N * K // 8 + 2 * N * K)
+        planes, alphas = random_weights(cupy, rng, N, K, bits, n)
+        tiles = [gpu.tile_planes(P) for P in planes]
+        w_rows, w_tiles = cupy.empty((N, K), cupy.float16), cupy.empty((N, K), cupy.float16)
+        for p in bits:
+            from_rows = lambda i: gpu.dequantize(planes[i][:p], alphas[p][i], group_size=GROUP, out=w_rows)  # noqa: E731
+            from_tiles = lambda i: gpu.dequantize(None, alphas[p][i], group_size=GROUP, out=w_tiles,  # noqa: E731
+                                                  tiles=tiles[i][:p])
+            from_rows(0)
+            from_tiles(0)
+            same = bool((w_rows.view(cupy.uint16) == w_tiles.view(cupy.uint16)).all())
+            t_rows = time_graph(cupy, from_rows, n)
+            t_tiles = time_graph(cupy, from_tiles, n)
+            t_rows = min(t_rows, time_graph(cupy, from_rows, n))
+            floor = (p * N * K // 8 + 2 * p * N * (K // GROUP) + 2 * N * K) / bw * 1e6
+            rows.append(dict(layer=name, N=N, K=K, bits=p, rows_us=t_rows, tiles_us=t_tiles,
+                             ratio=t_rows / t_tiles, floor_us=floor, bytes_equal=same))
+            print(f"{name:12s} {p}-bit  rows {t_rows:7.1f} us  tiles {t_tiles:7.1f} us  ({t_rows / t_tiles:4.2f}x)  "
+                  f"floor {floor:6.1f}  bytes equal: {same}", flush=True)
+        del planes, alphas, tiles, w_rows, w_tiles
+        cupy.get_default_memory_pool().free_all_blocks()
+    gpu_name = device_name(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id))
+    meta = dict(gpu=gpu_name, copy_bandwidth_Bps=bw, group_size=GROUP, date=time.strftime("%Y-%m-%d"),
+                command=command)
+    save_results(out_dir, f"dequantize_layouts_{gpu_slug(gpu_name)}", meta, "rows", rows, markdown(meta, rows))
+    return meta, rows
+
+
+def markdown(meta, rows) -> str:
+    lines = [f"# dequantize: row-major planes against the tile layout on {meta['gpu']}", "",
+             f"`{meta['command']}` ({meta['date']}); group size {meta['group_size']}; floor = planes + scales + "
+             f"W bytes / measured copy bandwidth ({meta['copy_bandwidth_Bps'] / 1e9:.0f} GB/s); row-major time = "
+             "faster of two timings around the tiled one.", "",
+             "| layer | bits | row-major µs | tiles µs | row-major / tiles | tiles % of floor | W equal (bytes) |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['layer']} | {r['bits']} | {r['rows_us']:.1f} | {r['tiles_us']:.1f} | {r['ratio']:.2f}× "
+              f"| {100 * r['floor_us'] / r['tiles_us']:.0f} % | {'yes' if r['bytes_equal'] else '**no**'} |"
+              for r in rows]
+    ratio = [r["ratio"] for r in rows]
+    lines += ["", f"row-major / tiles: min {min(ratio):.2f}×, median {float(np.median(ratio)):.2f}×, "
+              f"max {max(ratio):.2f}×; W equal in {sum(r['bytes_equal'] for r in rows)} of {len(rows)} cases."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = ap.parse_args(argv)
+    run(args.out, command="python -m benchmarks.dequantize_layouts " + " ".join(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    main()
