@@ -14,6 +14,8 @@ Writes OUT/split_sweep_<gpu>.json and .md.
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -28,7 +30,8 @@ CASES = (("bmma_gemv", 1), ("imma_gemm", 1), ("imma_gemm", 4), ("imma_gemm", 8))
 BITS = (2, 3)
 
 
-def run(out_dir: Path, splits=SPLITS, shapes=SHAPES, cases=CASES, bits=BITS):
+def run(out_dir: Path, splits=SPLITS, shapes=SHAPES, cases=CASES, bits=BITS,
+        command="python -m benchmarks.split_sweep --out benchmarks/results"):
     import cupy
 
     import gpu
@@ -54,7 +57,7 @@ def run(out_dir: Path, splits=SPLITS, shapes=SHAPES, cases=CASES, bits=BITS):
         cupy.get_default_memory_pool().free_all_blocks()
     meta = dict(gpu=device_name(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)),
                 date=time.strftime("%Y-%m-%d"),
-                command="python -m benchmarks.split_sweep --out benchmarks/results", group_size=GROUP)
+                command=command, group_size=GROUP)
     stem = f"split_sweep_{gpu_slug(meta['gpu'])}"
     save_results(out_dir, stem, meta, "records", records, markdown(meta, records))
     print(markdown(meta, records))
@@ -79,15 +82,38 @@ def markdown(meta, records) -> str:
     return "\n".join(lines) + "\n"
 
 
+def parse_case(text: str) -> tuple[str, int]:
+    """'imma_gemm:8' -> ('imma_gemm', 8); ValueError naming the rule otherwise."""
+    kernel, _, m = text.partition(":")
+    if kernel not in ("bmma_gemv", "imma_gemm") or not m.isdigit() or not 1 <= int(m) <= 16:
+        raise ValueError(f"cases: each must be bmma_gemv:M or imma_gemm:M with M in 1..16, got {text!r}")
+    return kernel, int(m)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--quick", action="store_true", help="two shapes, 2-bit only")
+    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), help=f"layers of benchmarks.gemv.LAYERS "
+                    f"(default: {', '.join(SHAPES)})")
+    ap.add_argument("--cases", nargs="+", default=[f"{k}:{m}" for k, m in CASES],
+                    help="kernel:batch pairs, e.g. bmma_gemv:1 imma_gemm:8")
+    ap.add_argument("--bits", type=int, nargs="+", default=list(BITS))
     args = ap.parse_args(argv)
+    try:
+        bad = [s for s in args.shapes if s not in LAYERS]
+        if bad:
+            raise ValueError(f"shapes: each must be one of {list(LAYERS)}, got {bad}")
+        if not set(args.bits) <= {1, 2, 3, 4}:
+            raise ValueError(f"bits: each must be 1..4 (the exact kernels' planes), got {args.bits}")
+        cases = tuple(parse_case(c) for c in args.cases)
+    except ValueError as e:
+        ap.error(str(e))
     if args.quick:
         run(args.out, shapes=("8B o", "70B down"), bits=(2,))
     else:
-        run(args.out)
+        run(args.out, shapes=tuple(args.shapes), cases=cases, bits=tuple(args.bits),
+            command="python -m benchmarks.split_sweep " + shlex.join(argv if argv is not None else sys.argv[1:]))
 
 
 if __name__ == "__main__":
