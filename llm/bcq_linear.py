@@ -265,7 +265,9 @@ class BCQLinear(nn.Module):
         p, shape = self.precision, x.shape
         x16 = x.reshape(-1, self.in_features).to(torch.float16).contiguous()  # (M, K)
         planes = None if self.tiled else self.planes[:p].view(torch.uint32)
-        y = gpu.bcq_matmul(x16, planes, self.alpha(p), self.beta(p), group_size=self.group_size, tiles=self.tiles())
+        # the tensor-core kernels take p <= 4; above, the row-major planes serve (no tiles made for them)
+        tiles = self.tiles() if self.tiled or p <= gpu.kernels.IMMA_PLANES[-1] else None
+        y = gpu.bcq_matmul(x16, planes, self.alpha(p), self.beta(p), group_size=self.group_size, tiles=tiles)
         y = y.to(x.dtype).reshape(*shape[:-1], self.out_features)            # (..., N)
         return y if self.bias is None else y + self.bias.to(x.dtype)
 

@@ -112,6 +112,27 @@ def test_cuda_batches_read_the_tiles_and_give_the_contracts_bytes(monkeypatch):
     assert torch.equal(m.tiles().view(torch.int32), t.planes)
 
 
+def test_more_than_four_planes_are_served_row_major_without_tiles(monkeypatch):
+    """p > 4 has no tensor-core kernel: the module hands bcq_matmul its row-major planes and makes no tiles."""
+    from bcq_core.bcq import BCQ
+    from llm.bcq_linear import BCQLinear
+    from reference.lut_gemv import lut_gemv
+
+    rng = np.random.default_rng(1)
+    N, K, g = 96, 256, 64
+    signs = rng.choice(np.array([-1, 1], np.int8), size=(5, N, K))
+    alpha = {p: (np.abs(rng.standard_normal((p, N, K // g))) * 0.02).astype(np.float32) for p in (4, 5)}
+    m = BCQLinear.from_bcq(BCQ(signs=signs, alpha=alpha, group_size=g)).cuda()
+    calls = _count_kernel_calls(monkeypatch)
+    x = torch.randn(2, K, device="cuda").half()
+    with torch.no_grad():
+        m.set_precision(5)
+        got = m(x)
+    assert calls == [((2, K), False)] and m._tile_cache is None
+    want = lut_gemv(x.cpu().numpy(), m.to_packed().planes, m.alpha(5).cpu().numpy(), group_size=g)
+    assert np.array_equal(got.cpu().numpy().view(np.uint16), want.view(np.uint16))
+
+
 def test_float32_cuda_model_computes_in_float32_like_the_cpu(monkeypatch):
     model = _tiny_rtn_model()
     ids = torch.randint(0, 256, (2, 16))
