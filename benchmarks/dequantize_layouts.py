@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .gemv import (BITS, GROUP, LAYERS, copies_beyond_l2, copy_bandwidth, device_name, gpu_slug, random_weights,
-                   save_results, time_graph)
+                   save_results, side_by_side_markdown, time_graph)
 
 
 def run(out_dir: Path, layers=LAYERS, bits=BITS, command=""):
@@ -60,19 +60,15 @@ def run(out_dir: Path, layers=LAYERS, bits=BITS, command=""):
 
 
 def markdown(meta, rows) -> str:
-    lines = [f"# dequantize: row-major planes against the tile layout on {meta['gpu']}", "",
-             f"`{meta['command']}` ({meta['date']}); group size {meta['group_size']}; floor = planes + scales + "
-             f"W bytes / measured copy bandwidth ({meta['copy_bandwidth_Bps'] / 1e9:.0f} GB/s); row-major time = "
-             "faster of two timings around the tiled one.", "",
-             "| layer | bits | row-major µs | tiles µs | row-major / tiles | tiles % of floor | W equal (bytes) |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['layer']} | {r['bits']} | {r['rows_us']:.1f} | {r['tiles_us']:.1f} | {r['ratio']:.2f}× "
-              f"| {100 * r['floor_us'] / r['tiles_us']:.0f} % | {'yes' if r['bytes_equal'] else '**no**'} |"
-              for r in rows]
-    ratio = [r["ratio"] for r in rows]
-    lines += ["", f"row-major / tiles: min {min(ratio):.2f}×, median {float(np.median(ratio)):.2f}×, "
-              f"max {max(ratio):.2f}×; W equal in {sum(r['bytes_equal'] for r in rows)} of {len(rows)} cases."]
-    return "\n".join(lines) + "\n"
+    return side_by_side_markdown(
+        f"# dequantize: row-major planes against the tile layout on {meta['gpu']}",
+        f"`{meta['command']}` ({meta['date']}); group size {meta['group_size']}; floor = planes + scales + W bytes / "
+        f"measured copy bandwidth ({meta['copy_bandwidth_Bps'] / 1e9:.0f} GB/s); row-major time = faster of two "
+        "timings around the tiled one.",
+        ["layer", "bits", "row-major µs", "tiles µs", "row-major / tiles", "tiles % of floor", "W equal (bytes)"],
+        [[r["layer"], str(r["bits"]), f"{r['rows_us']:.1f}", f"{r['tiles_us']:.1f}", f"{r['ratio']:.2f}×",
+          f"{100 * r['floor_us'] / r['tiles_us']:.0f} %", "yes" if r["bytes_equal"] else "**no**"] for r in rows],
+        [r["ratio"] for r in rows], "row-major / tiles", [r["bytes_equal"] for r in rows])
 
 
 def main(argv=None):

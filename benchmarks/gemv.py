@@ -82,6 +82,17 @@ def save_results(out_dir: Path, stem: str, meta: dict, rows_key: str, rows: list
     atomic_write_text(out_dir / f"{stem}.md", md)
 
 
+def side_by_side_markdown(title: str, note: str, headers: list, cells: list, ratios: list, ratio_label: str,
+                          equal: list) -> str:
+    """A table of two variants timed in one run: `cells` are the rows' column strings under `headers`, and a
+    last line gives the ratios' min / median / max and in how many rows the two outputs were equal as bytes."""
+    lines = [title, "", note, "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    lines += ["", f"{ratio_label}: min {min(ratios):.2f}×, median {float(np.median(ratios)):.2f}×, "
+              f"max {max(ratios):.2f}×; outputs equal in {sum(equal)} of {len(equal)} cases."]
+    return "\n".join(lines) + "\n"
+
+
 def device_name(props) -> str:
     """The GPU's name from cupy.cuda.runtime.getDeviceProperties (bytes or str, by CuPy version)."""
     return props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])

@@ -25,7 +25,7 @@ import numpy as np
 from bcq_core import checks
 
 from .gemv import (BITS, GROUP, LAYERS, bcq_bytes, copies_beyond_l2, copy_bandwidth, device_name, gpu_slug,
-                   kernel_weights, random_weights, save_results, time_graph)
+                   kernel_weights, random_weights, save_results, side_by_side_markdown, time_graph)
 
 KERNELS = ("lut_gemv", "bmma_gemv", "imma_gemm", "mma_gemm")  # same arguments: (x, weights, alpha, group_size, out)
 
@@ -106,18 +106,15 @@ def run(base, kernel: str, out_dir: Path, layers=LAYERS, batches=(1, 2), bits=BI
 
 def markdown(meta, rows) -> str:
     """The A/B table: µs of both, the speed-up new/base, the share of the bandwidth floor, byte equality."""
-    lines = [f"# {meta['kernel']}: this checkout against {meta['base']} on {meta['gpu']}", "",
-             f"`{meta['command']}` ({meta['date']}); floor = bytes / measured copy bandwidth "
-             f"({meta['copy_bandwidth_Bps'] / 1e9:.0f} GB/s); group size {meta.get('group_size', GROUP)}; "
-             "base time = faster of two timings around the new one.", "",
-             "| layer | M | bits | base µs | new µs | base / new | new % of floor | outputs equal (bytes) |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['layer']} | {r['M']} | {r['bits']} | {r['base_us']:.1f} | {r['new_us']:.1f} | {r['speedup']:.2f}× "
-              f"| {100 * r['floor_us'] / r['new_us']:.0f} % | {'yes' if r['bytes_equal'] else '**no**'} |" for r in rows]
-    sp = [r["speedup"] for r in rows]
-    lines += ["", f"base / new: min {min(sp):.2f}×, median {float(np.median(sp)):.2f}×, max {max(sp):.2f}×; "
-              f"outputs equal in {sum(r['bytes_equal'] for r in rows)} of {len(rows)} cases."]
-    return "\n".join(lines) + "\n"
+    return side_by_side_markdown(
+        f"# {meta['kernel']}: this checkout against {meta['base']} on {meta['gpu']}",
+        f"`{meta['command']}` ({meta['date']}); floor = bytes / measured copy bandwidth "
+        f"({meta['copy_bandwidth_Bps'] / 1e9:.0f} GB/s); group size {meta.get('group_size', GROUP)}; "
+        "base time = faster of two timings around the new one.",
+        ["layer", "M", "bits", "base µs", "new µs", "base / new", "new % of floor", "outputs equal (bytes)"],
+        [[r["layer"], str(r["M"]), str(r["bits"]), f"{r['base_us']:.1f}", f"{r['new_us']:.1f}", f"{r['speedup']:.2f}×",
+          f"{100 * r['floor_us'] / r['new_us']:.0f} %", "yes" if r["bytes_equal"] else "**no**"] for r in rows],
+        [r["speedup"] for r in rows], "base / new", [r["bytes_equal"] for r in rows])
 
 
 def main(argv=None):
