@@ -112,6 +112,31 @@ def test_cuda_batches_read_the_tiles_and_give_the_contracts_bytes(monkeypatch):
     assert torch.equal(m.tiles().view(torch.int32), t.planes)
 
 
+def test_tile_layout_frees_the_row_major_planes_on_the_gpu():
+    """A CUDA module that has made its tiles holds two copies of the planes; use_tile_layout leaves one."""
+    from bcq_core.bcq import BCQ
+    from llm.bcq_linear import BCQLinear
+
+    rng = np.random.default_rng(2)
+    N, K, g = 1024, 2048, 128
+    signs = rng.choice(np.array([-1, 1], np.int8), size=(4, N, K))
+    alpha = {p: (np.abs(rng.standard_normal((p, N, K // g))) * 0.02).astype(np.float32) for p in (2, 4)}
+    import cupy
+
+    def in_use():  # gpu.tile_planes allocates from CuPy's pool, tile_planes_torch from torch's
+        torch.cuda.synchronize()
+        return torch.cuda.memory_allocated() + cupy.get_default_memory_pool().used_bytes()
+
+    base = in_use()
+    m = BCQLinear.from_bcq(BCQ(signs=signs, alpha=alpha, group_size=g)).cuda()
+    m.tiles()
+    two = in_use() - base
+    m.use_tile_layout()
+    one = in_use() - base
+    plane_bytes = 4 * N * K // 8  # 1 MiB, the row-major copy (N, K multiples of a tile: the tiles are as large)
+    assert two - one == plane_bytes, (two, one)
+
+
 def test_more_than_four_planes_are_served_row_major_without_tiles(monkeypatch):
     """p > 4 has no tensor-core kernel: the module hands bcq_matmul its row-major planes and makes no tiles."""
     from bcq_core.bcq import BCQ
