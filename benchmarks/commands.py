@@ -3,6 +3,7 @@
     bcq bench [gemv] [--out benchmarks/results] [--quick]   GEMV on a CUDA GPU: cuBLAS FP16 against our kernels
     bcq bench split-sweep [--out ...] [--quick]             the exact contract's split size, swept on a CUDA GPU
     bcq bench bmma-parts [--out ...] [--quick]              the 1-bit kernel's warps per split, swept on a CUDA GPU
+    bcq bench dequantize-layouts [--out ...] [--quick]      dequantize from the row-major planes and from the tiles
     bcq bench quantize-speed [--quick]                       the quantizers on one 4096 x 4096 matrix (CPU)
     bcq bench quantize-quality [--quick]                     weight error of every method (CPU)
     bcq bench sim-speed                                      cost-model sweep rate (CPU)
@@ -18,6 +19,7 @@ SUITES = {  # name: (module, needs a CUDA GPU)
     "gemv": ("benchmarks.gemv", True),
     "split-sweep": ("benchmarks.split_sweep", True),
     "bmma-parts": ("benchmarks.bmma_parts", True),
+    "dequantize-layouts": ("benchmarks.dequantize_layouts", True),
     "quantize-speed": ("benchmarks.quantize_speed", False),
     "quantize-quality": ("benchmarks.quantize_quality", False),
     "sim-speed": ("benchmarks.sim_speed", False),

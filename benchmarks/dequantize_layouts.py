@@ -12,6 +12,7 @@ bandwidth.  Results: OUT/dequantize_layouts_<gpu>.json and .md.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -74,8 +75,11 @@ def markdown(meta, rows) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--quick", action="store_true", help="two layers, 2-bit only")
     args = ap.parse_args(argv)
-    run(args.out, command="python -m benchmarks.dequantize_layouts " + " ".join(sys.argv[1:] if argv is None else argv))
+    layers = {k: LAYERS[k] for k in ("8B o", "70B down")} if args.quick else LAYERS
+    run(args.out, layers=layers, bits=(2,) if args.quick else BITS,
+        command="python -m benchmarks.dequantize_layouts " + shlex.join(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":
