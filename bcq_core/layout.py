@@ -53,6 +53,21 @@ def unpack_bits(words: np.ndarray, dtype=np.int8) -> np.ndarray:
 TILE_ROWS = 16    # rows of one mma.m16n8k256: a warp's rows
 TILE_WORDS = 8    # plane words of one 256-input step
 TILE_SIZE = TILE_ROWS * TILE_WORDS  # 128 words = 512 bytes: one warp's step of one plane
+# tile_planes is a reshape and a transpose (untile_planes the inverse; llm.bcq_linear does the same on torch
+# tensors): the zero-padded planes [p, NT*16, KS*8] seen as rows_view (i, nt, h, gid, s, t, e) go by TILE_AXES to
+# tiles_view (i, nt, s, e, gid, t, h), which is [p, NT, KS, 128]; UNTILE_AXES goes back.
+TILE_AXES = (0, 1, 4, 6, 3, 5, 2)
+UNTILE_AXES = (0, 1, 6, 4, 2, 5, 3)
+
+
+def rows_view(p: int, NT: int, KS: int) -> tuple:
+    """Padded planes [p, 16 NT, 8 KS] as (i, nt, h, gid, s, t, e): row 16 nt + 8 h + gid, word 8 s + 2 t + e."""
+    return p, NT, 2, 8, KS, 4, 2
+
+
+def tiles_view(p: int, NT: int, KS: int) -> tuple:
+    """Tiles [p, NT, KS, 128] as (i, nt, s, e, gid, t, h): word 64 e + 8 gid + 2 t + h of tile (nt, s)."""
+    return p, NT, KS, 2, 8, 4, 2
 
 
 def tile_shape(p: int, N: int, KW: int) -> tuple[int, int, int, int]:
@@ -90,8 +105,7 @@ def tile_planes(planes):
     _, NT, KS, _ = tile_shape(p, N, KW)
     padded = xp.zeros((p, NT * TILE_ROWS, KS * TILE_WORDS), dtype=xp.uint32)
     padded[:, :N, :KW] = planes
-    t = padded.reshape(p, NT, 2, 8, KS, 4, 2)                # i, nt, h, gid, s, t, e
-    t = t.transpose(0, 1, 4, 6, 3, 5, 2)                     # i, nt, s, e, gid, t, h
+    t = padded.reshape(rows_view(p, NT, KS)).transpose(TILE_AXES)
     return xp.ascontiguousarray(t).reshape(p, NT, KS, TILE_SIZE)
 
 
@@ -102,7 +116,7 @@ def untile_planes(tiles, N: int, KW: int):
         raise ValueError(f"tiles: must be uint32 {tile_shape(tiles.shape[0] if tiles.ndim else 0, N, KW)} for "
                          f"N={N}, K/32={KW}, got {tiles.dtype} {tuple(tiles.shape)}")
     p, NT, KS, _ = tiles.shape
-    t = tiles.reshape(p, NT, KS, 2, 8, 4, 2).transpose(0, 1, 6, 4, 2, 5, 3)  # i, nt, h, gid, s, t, e
+    t = tiles.reshape(tiles_view(p, NT, KS)).transpose(UNTILE_AXES)
     return xp.ascontiguousarray(t.reshape(p, NT * TILE_ROWS, KS * TILE_WORDS)[:, :N, :KW])
 
 

@@ -190,11 +190,7 @@ def _gemm_call(x, planes, alpha, beta, group_size, out, max_batch, name, planes_
     """
     (x, tx), (planes, _), (alpha, _), (beta, _) = (_as_cupy(x, "x"), _as_cupy(planes, planes_name),
                                                    _as_cupy(alpha, "alpha"), _as_cupy(beta, "beta"))
-    planes_shape = planes.shape
-    if planes_name == "tiles":  # the row-major shape the tiles stand for: [p, N, G g / 32]
-        _check_tiles_dtype(planes)
-        p, N, G = alpha.shape if alpha.ndim == 3 else (0, 0, 0)
-        planes_shape = (p, N, G * group_size // 32)
+    planes_shape = _tiled_planes_shape(planes, alpha, group_size) if planes_name == "tiles" else planes.shape
     dims = check_gemv_args(x.shape, x.dtype, planes_shape, planes.dtype, alpha.shape, alpha.dtype,
                            None if beta is None else beta.shape, None if beta is None else beta.dtype, group_size)
     if planes_name == "tiles":
@@ -213,14 +209,19 @@ def _gemm_call(x, planes, alpha, beta, group_size, out, max_batch, name, planes_
     return x, planes, alpha, beta, dims, dev, stream, out, tx
 
 
-def _check_tiles_dtype(tiles) -> None:
+def _tiled_planes_shape(tiles, alpha, group_size: int) -> tuple:
+    """The row-major planes' shape [p, N, G g / 32] that tiles stand for, from alpha and g, for
+    check_gemv_args; the tiles' dtype is checked here, so that an error names them, their shape by
+    _check_tiles once those dimensions are known to be valid."""
     if str(tiles.dtype) != "uint32":
         raise ValueError(f"tiles: must be uint32 (the planes in the tile layout, gpu.tile_planes), got "
                          f"{tiles.dtype} {tuple(tiles.shape)}")
+    p, N, G = alpha.shape if alpha.ndim == 3 else (0, 0, 0)
+    return p, N, G * group_size // 32
 
 
 def _check_tiles(tiles, p: int, N: int, K: int) -> None:
-    """tiles must be p planes of N x K weights in the tile layout (_check_tiles_dtype has run)."""
+    """tiles must be p planes of N x K weights in the tile layout (_tiled_planes_shape has checked the dtype)."""
     want = tile_shape(p, N, K // 32)
     if tuple(tiles.shape) != want:
         raise ValueError(f"tiles: must be the planes in the tile layout, uint32 {want} for p, N, K = {p}, {N}, {K} "
@@ -465,12 +466,7 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None, tiles=Non
     tiled = tiles is not None
     (words, tp), (alpha, _), (beta, _) = (_as_cupy(tiles if tiled else planes, "tiles" if tiled else "planes"),
                                           _as_cupy(alpha, "alpha"), _as_cupy(beta, "beta"))
-    if tiled:  # the row-major shape the tiles stand for, from alpha and g
-        _check_tiles_dtype(words)
-        p, N, G = alpha.shape if alpha.ndim == 3 else (0, 0, 0)
-        planes_shape = (p, N, G * group_size // 32)
-    else:
-        planes_shape = words.shape
+    planes_shape = _tiled_planes_shape(words, alpha, group_size) if tiled else words.shape
     KW = planes_shape[2] if len(planes_shape) == 3 else 0
     _, N, K, p, G = check_gemv_args((1, KW * 32), "float16", planes_shape, words.dtype, alpha.shape, alpha.dtype,
                                     None if beta is None else beta.shape, None if beta is None else beta.dtype,

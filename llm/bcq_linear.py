@@ -37,7 +37,8 @@ from torch import nn
 
 from bcq_core.bcq import BCQ
 from bcq_core.checks import check_precision
-from bcq_core.layout import TILE_ROWS, TILE_SIZE, TILE_WORDS, PackedBCQ, pack, tile_shape
+from bcq_core.layout import (TILE_AXES, TILE_ROWS, TILE_SIZE, TILE_WORDS, UNTILE_AXES, PackedBCQ, pack, rows_view,
+                             tile_shape, tiles_view)
 
 WORD_BITS = 32
 
@@ -59,14 +60,13 @@ def tile_planes_torch(planes: torch.Tensor) -> torch.Tensor:
     _, NT, KS, _ = tile_shape(P, N, KW)
     padded = planes.new_zeros(P, NT * TILE_ROWS, KS * TILE_WORDS)
     padded[:, :N, :KW] = planes
-    t = padded.reshape(P, NT, 2, 8, KS, 4, 2).permute(0, 1, 4, 6, 3, 5, 2)  # i, nt, s, e, gid, t, h
-    return t.contiguous().reshape(P, NT, KS, TILE_SIZE)
+    return padded.reshape(rows_view(P, NT, KS)).permute(TILE_AXES).contiguous().reshape(P, NT, KS, TILE_SIZE)
 
 
 def untile_planes_torch(tiles: torch.Tensor, N: int, KW: int) -> torch.Tensor:
     """Inverse of tile_planes_torch: int32 [P, NT, KS, 128] -> [P, N, K/32] (the padding dropped)."""
     P, NT, KS, _ = tiles.shape
-    t = tiles.reshape(P, NT, KS, 2, 8, 4, 2).permute(0, 1, 6, 4, 2, 5, 3)  # i, nt, h, gid, s, t, e
+    t = tiles.reshape(tiles_view(P, NT, KS)).permute(UNTILE_AXES)
     return t.reshape(P, NT * TILE_ROWS, KS * TILE_WORDS)[:, :N, :KW].contiguous()
 
 
