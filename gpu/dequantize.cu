@@ -10,12 +10,13 @@
 #include <cuda_fp16.h>
 // No <stdint.h>: NVRTC does not ship it, so 32-bit words are spelled unsigned int (u32).
 
+#include "tile_layout.cuh"
+
 namespace bcq {
 
 using u32 = unsigned int;
 
 constexpr int kMaxPlanes = 8;
-constexpr int kTileRows = 16, kTileWords = 8, kTileSize = kTileRows * kTileWords;
 
 // alpha_i b_i is alpha_i with its sign flipped where the bit is clear, so it is exact.
 __global__ void __launch_bounds__(256)
@@ -29,11 +30,10 @@ dequantize(const u32* __restrict__ planes,   // [p, N, K/32], or the tiles [p, N
   if (idx >= (size_t)N * KW) return;
   const int n = (int)(idx / KW), kw = (int)(idx % KW);
   size_t word = idx, plane_stride = (size_t)N * KW;
-  if (tiled) {  // tiles[i, n / 16, kw / 8, 64 e + 8 gid + 2 t + h] with n % 16 = 8 h + gid, kw % 8 = 2 t + e
+  if (tiled) {
     const int NT = (N + kTileRows - 1) / kTileRows, KS = (KW + kTileWords - 1) / kTileWords;
     plane_stride = (size_t)NT * KS * kTileSize;
-    word = ((size_t)(n / kTileRows) * KS + kw / kTileWords) * kTileSize + 64 * (kw & 1) + 8 * (n & 7) +
-           2 * ((kw >> 1) & 3) + ((n >> 3) & 1);
+    word = ((size_t)(n / kTileRows) * KS) * kTileSize + tile_word(n & (kTileRows - 1), kw);
   }
   const int G = K / group_size, group = kw / (group_size >> 5);
   u32 wd[kMaxPlanes];

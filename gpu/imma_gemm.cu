@@ -42,6 +42,7 @@
 
 #include "fixed_point.cuh"
 #include "split_k.cuh"
+#include "tile_layout.cuh"
 
 namespace bcq {
 
@@ -49,8 +50,7 @@ using u32 = unsigned int;
 constexpr int kImmaWarps = 4;
 constexpr int kImmaRows = 16;         // rows per warp (the mma's M)
 constexpr int kStepWordsI8 = 4;       // words per pipeline step
-constexpr int kTileWords = 8;         // the tile layout (bcq_core/layout.py): 16 rows x 8 words per tile
-constexpr int kTileSize = kImmaRows * kTileWords;
+static_assert(kImmaRows == kTileRows && 2 * kStepWordsI8 == kTileWords, "a warp's step is half of one tile");
 constexpr int kDigits = 2;            // bytes of fix: l (u8), h (s8)
 constexpr int kWordFrag = kDigits * 32;  // B fragments of one word: [2 digits][32 lanes] of uint2 (regs 0, 1)
 constexpr u32 kByteOnes = 0x01010101u;
@@ -212,7 +212,7 @@ __device__ __forceinline__ void imma_gemm_body(
   constexpr int kFragChunks = kWordFrag * 8 / 16;  // 16-byte pieces of one word's fragments
   constexpr int kWordChunks = kFragChunks * NT;      // of one word's fragments for every tile
   constexpr int ND = (kStepWordsI8 * kWordChunks + kThreads - 1) / kThreads;
-  const int row_tiles = (N + kImmaRows - 1) / kImmaRows, tile_steps = (KW + kTileWords - 1) / kTileWords;
+  const int row_tiles = (N + kTileRows - 1) / kTileRows, tile_steps = (KW + kTileWords - 1) / kTileWords;
   const u32* plane_src[NC];  // word 64 e + 8 gid of the piece's tile at step 0 of the tiles
   unsigned plane_dst[NC];    // in slot 0; slot t is t * sizeof(Slot) further
   int plane_bytes[NC];
@@ -262,7 +262,8 @@ __device__ __forceinline__ void imma_gemm_body(
           for (int k = 0; k < 4; ++k) {  // piece element k: row gid + 8 (k & 1), step word e + 2 (k >> 1)
             const int w = kw0 + e + 2 * (k >> 1);
             const bool in = plane_bytes[j] != 0 && w < kw_end;
-            // tile_planes: word w of row 8 h + gid sits at 128 (w / 8) + 64 (w % 2) + 8 gid + 2 (w % 8 / 2) + h
+            // tile_word(8 (k & 1) + gid, w) - tile_word(gid, e), spelled out: through tile_word ptxas schedules
+            // every variant differently (not measured), so the kernel keeps the code it was measured with
             const int off = (w >> 3) * kTileSize + 64 * ((w & 1) - e) + 2 * ((w >> 1) & 3) + (k & 1);
             cp_async4(plane_dst[j] + slot + 4 * k, in ? plane_src[j] + off : tiles, in ? 4 : 0);
           }
