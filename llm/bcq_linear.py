@@ -6,9 +6,10 @@ Buffers (they are the module's state_dict, saved bit for bit by ``llm.checkpoint
 
     planes   int32   [P, N, K/32]  the uint32 words of ``bcq_core.layout`` reinterpreted as int32
                                     (same bits: bit t of word w is input 32w + t, bit 1 -> +1);
-                                    after ``use_tile_layout()`` the same words in the tensor-core kernels'
-                                    tile layout, int32 [P, ceil(N/16), ceil(K/256), 128] (the state_dict
-                                    still holds them row-major, so checkpoints do not depend on it)
+                                    on CUDA (P <= 4) or after ``use_tile_layout()``, the same words in the
+                                    tensor-core kernels' tile layout, int32 [P, ceil(N/16), ceil(K/256), 128]
+                                    (the state_dict still holds them row-major, so checkpoints do not
+                                    depend on it)
     alpha_p  float16 [p, N, G]     one scale set per stored precision p   (G = K / g)
     beta_p   float16 [N, G]        per-group offsets, asymmetric BCQ only
     bias     float32 [N] or None   kept from the nn.Linear it replaces (a frozen Parameter)
@@ -17,9 +18,10 @@ Forward at ``self.precision`` = p:
 
 * CUDA input in float16 or bfloat16 (serving): the ``gpu`` kernels (imported lazily),
   ``bcq_matmul(x16, planes[:p], alpha_p, beta_p, g, tiles=...)`` on float16 activations, result cast back to
-  x's dtype.  The tensor-core kernels (p <= 4, batch 1-16) and dequantize read the planes in the tile layout
-  (``tiles()``: made once beside the row-major planes, or the planes themselves after ``use_tile_layout()``,
-  which keeps one copy of them in GPU memory).
+  x's dtype.  The tensor-core kernels (p <= 4, batch 1-16) and dequantize read the planes in the tile layout.
+  A module of at most 4 planes keeps only the tiles once it is on CUDA (``.cuda()`` / ``.to("cuda")`` call
+  ``use_tile_layout()``): one copy of the planes in GPU memory.  With ``tile_on_cuda = False`` set before
+  the move it keeps the row-major planes and ``tiles()`` makes the tiles beside them, a second copy.
 * Any other input (CPU, or float32 on CUDA): dequantize Ŵ_p once (in x's dtype, cached for the current
   precision), then ``F.linear``.  A float32 model asks for float32 math, which the float16 kernels do not
   give: calibration and evaluation of the float32 research model compute the same math on a GPU as on the CPU
@@ -41,6 +43,7 @@ from bcq_core.layout import (TILE_AXES, TILE_ROWS, TILE_SIZE, TILE_WORDS, UNTILE
                              tile_shape, tiles_view)
 
 WORD_BITS = 32
+TILED_MAX_PLANES = 4  # the tensor-core kernels that read the tiles serve p <= 4 (gpu.kernels.IMMA_PLANES)
 
 
 def unpack_planes(planes: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
@@ -104,6 +107,7 @@ class BCQLinear(nn.Module):
         self._tile_cache: tuple[tuple, torch.Tensor] | None = None
         self._train: dict | None = None
         self.tiled = False  # planes in the tile layout (use_tile_layout)
+        self.tile_on_cuda = True  # _apply: tile the planes when the module moves to CUDA (p <= 4)
 
     # ---- construction and export -------------------------------------------------------------
     @classmethod
@@ -165,12 +169,18 @@ class BCQLinear(nn.Module):
         return W.to(dtype)
 
     def _apply(self, fn, recurse=True):
-        """``.to(device)`` moves the buffers; ``.float()``/``.half()`` must not change the packed dtypes."""
+        """``.to(device)`` moves the buffers; ``.float()``/``.half()`` must not change the packed dtypes.
+
+        Arriving on CUDA, a module of at most 4 planes keeps them only in the tile layout
+        (``use_tile_layout``), unless ``tile_on_cuda`` is False: every CUDA path that serves it reads the
+        tiles, so the row-major copy would only take memory."""
         super()._apply(fn, recurse)
         for name, buf in self._buffers.items():
             if buf is not None and name.startswith(("alpha_", "beta_")) and buf.dtype != torch.float16:
                 self._buffers[name] = buf.to(torch.float16)
         self.clear_cache()
+        if self.tile_on_cuda and self.planes.is_cuda and self.num_planes <= TILED_MAX_PLANES:
+            self.use_tile_layout()
         return self
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -227,8 +237,9 @@ class BCQLinear(nn.Module):
         """Keep the planes only in the tensor-core kernels' tile layout, in place; returns self.
 
         Serving then reads one copy of the planes: the 1-bit and int8 tensor-core kernels (p <= 4, batch
-        1-16) and dequantize + cuBLAS (larger batches) all take the tiles.  Without it a CUDA module keeps the
-        row-major planes and makes the tiles beside them (``tiles()``): twice the plane bytes.  What costs:
+        1-16) and dequantize + cuBLAS (larger batches) all take the tiles.  Moving a module of at most 4 planes
+        to CUDA calls it (unless ``tile_on_cuda`` is False); without it a CUDA module keeps the row-major
+        planes and makes the tiles beside them (``tiles()``): twice the plane bytes.  What costs:
         p > 4 on CUDA goes to dequantize + cuBLAS (the LUT and fp16 tensor-core kernels read row-major planes),
         and the CPU paths (dequantize, scale training, ``to_packed``) untile the planes when they need them.
         The state_dict still holds the row-major planes.
@@ -266,7 +277,7 @@ class BCQLinear(nn.Module):
         x16 = x.reshape(-1, self.in_features).to(torch.float16).contiguous()  # (M, K)
         planes = None if self.tiled else self.planes[:p].view(torch.uint32)
         # the tensor-core kernels take p <= 4; above, the row-major planes serve (no tiles made for them)
-        tiles = self.tiles() if self.tiled or p <= gpu.kernels.IMMA_PLANES[-1] else None
+        tiles = self.tiles() if self.tiled or p <= TILED_MAX_PLANES else None
         y = gpu.bcq_matmul(x16, planes, self.alpha(p), self.beta(p), group_size=self.group_size, tiles=tiles)
         y = y.to(x.dtype).reshape(*shape[:-1], self.out_features)            # (..., N)
         return y if self.bias is None else y + self.bias.to(x.dtype)

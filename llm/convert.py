@@ -49,8 +49,9 @@ def bcq_layers(model: nn.Module) -> dict[str, BCQLinear]:
 
 def use_tile_layout(model: nn.Module, max_planes: int = 4) -> nn.Module:
     """Keep the planes of every BCQLinear with at most max_planes planes only in the tensor-core kernels'
-    tile layout (``BCQLinear.use_tile_layout``): one copy of them in GPU memory when serving float16 on
-    CUDA.  Layers with more planes keep the row-major ones, which their p > 4 kernels read.  Returns model."""
+    tile layout (``BCQLinear.use_tile_layout``), on any device.  A move to CUDA does this by itself for
+    layers of at most 4 planes; calling it first tiles on the CPU, so the row-major planes never reach the
+    GPU.  Layers with more planes keep the row-major ones, which their p > 4 kernels read.  Returns model."""
     for m in bcq_layers(model).values():
         if m.num_planes <= max_planes:
             m.use_tile_layout()

@@ -158,3 +158,13 @@ def test_tile_layout_changes_nothing_but_the_memory_layout(asymmetric):
     assert torch.equal(tiled(x), rows(x)) and len(params) == (2 if asymmetric else 1)
     tiled.finish_scale_training()
     assert tiled.use_tile_layout() is tiled and tiled.planes.shape == (4, 3, 2, 128)  # idempotent
+
+
+def test_tiled_plane_limit_is_the_tensor_core_kernels():
+    """BCQLinear tiles on CUDA exactly the modules the tile-reading kernels serve (gpu.kernels needs no GPU)."""
+    from gpu.kernels import IMMA_PLANES
+    from llm.bcq_linear import TILED_MAX_PLANES
+
+    assert TILED_MAX_PLANES == max(IMMA_PLANES)
+    m = BCQLinear.from_bcq(random_bcq(np.random.default_rng(5), N=40, K=320, g=64, asymmetric=False)).half()
+    assert not m.tiled and m.planes.dtype == torch.int32  # only a move to CUDA tiles; dtype casts do not

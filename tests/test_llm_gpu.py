@@ -78,9 +78,9 @@ def test_float16_cuda_model_serves_through_the_kernels(monkeypatch):
 
 
 def test_cuda_batches_read_the_tiles_and_give_the_contracts_bytes(monkeypatch):
-    """Every batch hands bcq_matmul the tiles (made once); batches 1-16 give the exact contract's bytes.
-    After use_tile_layout() the module holds one copy of the planes, the tiles, and gives the same bytes
-    at every batch, the dequantize + cuBLAS one included."""
+    """Moved to CUDA, a module of 4 planes holds one copy of them, the tiles, and every batch reads them;
+    batches 1-16 give the exact contract's bytes.  With tile_on_cuda = False it keeps the row-major planes,
+    makes the tiles beside them (once) and gives the same bytes at every batch, dequantize + cuBLAS included."""
     from bcq_core.bcq import BCQ
     from llm.bcq_linear import BCQLinear
     from reference.exact_mma import exact_mma_gemm
@@ -89,10 +89,14 @@ def test_cuda_batches_read_the_tiles_and_give_the_contracts_bytes(monkeypatch):
     N, K, g = 200, 512, 128  # N not a multiple of the 16-row tile
     signs = rng.choice(np.array([-1, 1], np.int8), size=(4, N, K))
     alpha = {p: (np.abs(rng.standard_normal((p, N, K // g))) * 0.02).astype(np.float32) for p in (2, 3, 4)}
-    m = BCQLinear.from_bcq(BCQ(signs=signs, alpha=alpha, group_size=g)).cuda()
-    t = BCQLinear.from_bcq(m.to_packed()).cuda().use_tile_layout()
-    assert t.tiles().data_ptr() == t.planes.data_ptr()      # the tiles are the planes buffer: one copy
+    m = BCQLinear.from_bcq(BCQ(signs=signs, alpha=alpha, group_size=g))
+    m.tile_on_cuda = False
+    m = m.cuda()
+    assert not m.tiled and m.planes.shape == (4, N, K // 32)
+    t = BCQLinear.from_bcq(m.to_packed()).cuda()
+    assert t.tiled and t.tiles().data_ptr() == t.planes.data_ptr()  # the tiles are the planes buffer: one copy
     assert not any(b.dim() == 3 and b.dtype == torch.int32 for b in t.buffers())
+    assert torch.equal(t.state_dict()["planes"], m.planes)  # checkpoints stay row-major
     calls = _count_kernel_calls(monkeypatch)
     planes = m.to_packed().planes
     with torch.no_grad():
@@ -110,6 +114,7 @@ def test_cuda_batches_read_the_tiles_and_give_the_contracts_bytes(monkeypatch):
     assert m.tiles() is m.tiles()                           # made once, kept
     m.clear_cache()
     assert torch.equal(m.tiles().view(torch.int32), t.planes)
+    assert torch.equal(t.cpu().dequantize(3), m.cpu().dequantize(3))  # back on the CPU, untiled where needed
 
 
 def test_tile_layout_frees_the_row_major_planes_on_the_gpu():
@@ -128,13 +133,18 @@ def test_tile_layout_frees_the_row_major_planes_on_the_gpu():
         return torch.cuda.memory_allocated() + cupy.get_default_memory_pool().used_bytes()
 
     base = in_use()
-    m = BCQLinear.from_bcq(BCQ(signs=signs, alpha=alpha, group_size=g)).cuda()
+    m = BCQLinear.from_bcq(BCQ(signs=signs, alpha=alpha, group_size=g))
+    m.tile_on_cuda = False  # the default tiles on arrival; this measures what that saves
+    m = m.cuda()
     m.tiles()
     two = in_use() - base
     m.use_tile_layout()
     one = in_use() - base
     plane_bytes = 4 * N * K // 8  # 1 MiB, the row-major copy (N, K multiples of a tile: the tiles are as large)
     assert two - one == plane_bytes, (two, one)
+    before = in_use()
+    d = BCQLinear.from_bcq(BCQ(signs=signs, alpha=alpha, group_size=g)).cuda()  # the default: tiles on arrival
+    assert d.tiled and in_use() - before == one, (in_use() - before, one)
 
 
 def test_more_than_four_planes_are_served_row_major_without_tiles(monkeypatch):
@@ -153,7 +163,7 @@ def test_more_than_four_planes_are_served_row_major_without_tiles(monkeypatch):
     with torch.no_grad():
         m.set_precision(5)
         got = m(x)
-    assert calls == [((2, K), False)] and m._tile_cache is None
+    assert calls == [((2, K), False)] and m._tile_cache is None and not m.tiled
     want = lut_gemv(x.cpu().numpy(), m.to_packed().planes, m.alpha(5).cpu().numpy(), group_size=g)
     assert np.array_equal(got.cpu().numpy().view(np.uint16), want.view(np.uint16))
 
