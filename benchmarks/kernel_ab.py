@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 from bcq_core import checks
 
 from .gemv import (BITS, GROUP, LAYERS, bcq_bytes, copies_beyond_l2, copy_bandwidth, device_name, gpu_slug,
-                   kernel_weights, random_weights, save_results, side_by_side_markdown, time_graph)
+                   kernel_weights, parse_layer, random_weights, save_results, side_by_side_markdown, time_graph)
 
 KERNELS = ("lut_gemv", "bmma_gemv", "imma_gemm", "mma_gemm")  # same arguments: (x, weights, alpha, group_size, out)
 
@@ -124,18 +125,21 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--bits", type=int, nargs="+", default=list(BITS), help="precisions to time (default: all)")
     ap.add_argument("--group-size", type=int, default=GROUP, help=f"inputs per scale group (default {GROUP})")
+    ap.add_argument("--layers", nargs="+", default=list(LAYERS),
+                    help="layers of benchmarks.gemv.LAYERS or NxK shapes (default: every layer of LAYERS)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args(argv)
     try:
         check_kernel(args.kernel)
+        layers = dict(parse_layer(t) for t in args.layers)
         if not set(args.bits) <= set(BITS):
             raise ValueError(f"bits: each must be one of {BITS}, got {args.bits}")
-        check_group_size(args.group_size)
+        check_group_size(args.group_size, layers)
         base = load_base(args.base)
     except ValueError as e:
         ap.error(str(e))
-    command = " ".join(["python -m benchmarks.kernel_ab"] + list(sys.argv[1:] if argv is None else argv))
-    run(base, args.kernel, args.out, batches=tuple(args.batch), bits=tuple(args.bits),
+    command = "python -m benchmarks.kernel_ab " + shlex.join(sys.argv[1:] if argv is None else argv)
+    run(base, args.kernel, args.out, layers=layers, batches=tuple(args.batch), bits=tuple(args.bits),
         group_size=args.group_size, command=command)
 
 

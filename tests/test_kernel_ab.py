@@ -33,6 +33,20 @@ def test_bad_base_and_kernel_are_named(tmp_path, capsys):
             kernel_ab.main(["--base", str(tmp_path), "--group-size", g])
         assert "group_size: must be a positive multiple of 32 dividing every layer's K" in capsys.readouterr().err
     assert kernel_ab.check_group_size(64) == 64 and kernel_ab.check_group_size(256) == 256
+    for bad in ("28672x", "0x4096", "big"):
+        with pytest.raises(SystemExit):
+            kernel_ab.main(["--base", str(tmp_path), "--layers", "70B o", bad])
+        assert "layers: each must be one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):                         # 28672 x 4160: g = 128 does not divide K
+        kernel_ab.main(["--base", str(tmp_path), "--layers", "28672x4160"])
+    assert "dividing every layer's K" in capsys.readouterr().err
+
+
+def test_layers_by_name_or_shape():
+    from benchmarks.gemv import parse_layer
+
+    assert parse_layer("70B down") == ("70B down", (8192, 28672))
+    assert parse_layer("28672x10240") == ("28672x10240", (28672, 10240))
 
 
 def test_table_flags_unequal_outputs_and_summarises():
