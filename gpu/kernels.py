@@ -481,7 +481,7 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None, tiles=Non
         elif out.shape != (N, K) or out.dtype != cupy.float16 or not out.flags.c_contiguous:
             raise ValueError(f"out: must be a C-contiguous float16 {(N, K)} array")
         kernel = _module(dev, "dequantize").get_function("bcq::dequantize")
-        total = N * (K // 32)  # one thread per word of a plane
+        total = N * (K // 32) * 4  # one thread per byte of a plane word: 8 inputs, one 16-byte store
         kernel((-(-total // 256),), (256,), (words, alpha, _null_or(beta), out, np.int32(N), np.int32(K),
                                               np.int32(p), np.int32(group_size), np.int32(tiled)))
     return _back(out, tp)
@@ -489,11 +489,15 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None, tiles=Non
 
 # Dispatch, from benchmarks/results/gemv_h200.md (H200) and gemv_h100.md (H100): the 1-bit
 # tensor-core kernel up to batch 2 (its cost grows with the batch), the int8 tensor-core kernel from
-# batch 3 to 16 (its cost does not), both from the tiles; for p > 4 (or without tiles) the LUT kernel up
-# to batch 4, the fp16 tensor-core kernel on large layers up to 16; dequantize + cuBLAS for the rest.
+# batch 3 to 16 (its cost does not) and past 16 in launches of 16 rows, all from the tiles; for p > 4
+# (or without tiles) the LUT kernel up to batch 4, the fp16 tensor-core kernel on large layers up to 16;
+# dequantize + cuBLAS for the rest.
 BMMA_UP_TO_BATCH = 2
 LUT_UP_TO_BATCH = 4
 MMA_FROM_WEIGHTS = 1 << 26
+# Past 16 rows, the int8 kernel in launches of 16 rows while there are at most this many launches (by p),
+# then dequantize + cuBLAS: benchmarks/results/h200/large_batch_h200.md.
+IMMA_CHUNK_LAUNCHES = {1: 4, 2: 4, 3: 4, 4: 4}
 
 
 def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int, tiles=None):
@@ -502,7 +506,9 @@ def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int, tiles=None):
     planes: the p row-major planes, or None when tiles are given.
     tiles: ``tile_planes(planes)`` (or of more planes: its first p are used, p = alpha.shape[0]), made once
     per weight.  Both tensor-core kernels (p <= 4, batch 1-16) read only those, and so does dequantize;
-    with the tiles alone a p <= 4 weight is served at every batch from one copy of its planes.  Without
+    with the tiles alone a p <= 4 weight is served at every batch from one copy of its planes.  Past 16
+    rows the int8 kernel runs once per 16 rows while that is at most IMMA_CHUNK_LAUNCHES[p] launches
+    (each row still gets the exact contract's bytes), then dequantize + cuBLAS takes over.  Without
     them (planes only) batches up to 16 take the LUT or fp16 tensor-core kernel (the same bytes as the
     int8 one on the tensor-core path, slower) or dequantize + cuBLAS.
 
@@ -519,8 +525,11 @@ def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int, tiles=None):
         tiles = tiles[:p]
         if bmma_supports(M, p, group_size) and M <= BMMA_UP_TO_BATCH:
             return bmma_gemv(x, tiles, alpha, beta, group_size=group_size)
-        if imma_supports(M, p, group_size) and p * N * (K // group_size) < 2 ** 31:
-            return imma_gemm(x, tiles, alpha, beta, group_size=group_size)
+        if imma_supports(min(M, MAX_MMA_BATCH), p, group_size) and p * N * (K // group_size) < 2 ** 31:
+            if M <= MAX_MMA_BATCH:
+                return imma_gemm(x, tiles, alpha, beta, group_size=group_size)
+            if -(-M // MAX_MMA_BATCH) <= IMMA_CHUNK_LAUNCHES[p]:
+                return _imma_chunks(x, tiles, alpha, beta, group_size)
     if planes is not None and 1 <= M <= LUT_UP_TO_BATCH:
         return lut_gemv(x, planes, alpha, beta, group_size=group_size)
     if (planes is not None and 1 <= M <= MAX_MMA_BATCH and N * K >= MMA_FROM_WEIGHTS
@@ -534,6 +543,21 @@ def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int, tiles=None):
     with _torch_stream_scope(tx):
         y = xc @ W.T
     return _back(y, tx)
+
+
+def _imma_chunks(x, tiles, alpha, beta, group_size: int):
+    """imma_gemm on rows 16j .. 16j + 15 of x, into one float16 [M, N] output.  Rows of x never interact in
+    the exact contract, so every row gets the bytes reference.exact_mma_gemm gives it in a batch of one."""
+    xc, tx = _as_cupy(x, "x")
+    if len(xc.shape) != 2:
+        raise ValueError(f"x: must be float16 [M, K], got {xc.dtype} {tuple(xc.shape)}")
+    cupy = _cupy()
+    with _torch_stream_scope(tx):  # imma_gemm then runs on the caller's stream (torch's, for torch inputs)
+        out = cupy.empty((xc.shape[0], alpha.shape[1]), dtype=cupy.float16)
+        for r in range(0, xc.shape[0], MAX_MMA_BATCH):
+            imma_gemm(xc[r:r + MAX_MMA_BATCH], tiles, alpha, beta, group_size=group_size,
+                      out=out[r:r + MAX_MMA_BATCH])
+    return _back(out, tx)
 
 
 def _back(a, to_torch: bool):

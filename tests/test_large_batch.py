@@ -1,0 +1,26 @@
+"""benchmarks.large_batch without a GPU: its table and its argument check."""
+import pytest
+
+from benchmarks import large_batch
+
+META = dict(gpu="NVIDIA H200", command="python -m benchmarks.large_batch", date="2026-12-01", method="graphs",
+            group_size=128)
+
+
+def row(M, p, chunks, dequant):
+    return dict(layer="70B o", N=8192, K=8192, M=M, bits=p, fp16_us=40.0, chunks_us=chunks, launches=-(-M // 16),
+                dequant_us=dequant, ratio=dequant / chunks)
+
+
+def test_table_lists_both_paths_and_where_the_launches_stop_winning():
+    rows = [row(32, 2, 60.0, 150.0), row(32, 4, 100.0, 160.0), row(96, 2, 180.0, 150.0), row(96, 4, 300.0, 160.0)]
+    md = large_batch.markdown(META, rows)
+    assert "| 70B o | 32 | 2 | 40.0 | 60.0 / 100.0 | 150.0 / 160.0 | 2.50 / 1.60 |" in md
+    assert "| 70B o | 96 | 6 | 40.0 | 180.0 / 300.0 | 150.0 / 160.0 | 0.83 / 0.53 |" in md
+    assert "faster in 2 of 4 cases" in md and "2-bit 2 / 6, 4-bit 2 / 6" in md
+
+
+def test_batches_must_exceed_one_launch(capsys):
+    with pytest.raises(SystemExit):
+        large_batch.main(["--batches", "16", "32"])
+    assert "batches: each must exceed 16" in capsys.readouterr().err
