@@ -20,11 +20,9 @@ using u32 = unsigned int;
 
 constexpr int kMaxPlanes = 8;
 
-__device__ __forceinline__ u32 pack_half2(float lo, float hi) {
-  return (u32)__half_as_ushort(__float2half_rn(lo)) | ((u32)__half_as_ushort(__float2half_rn(hi)) << 16);
-}
-
 // alpha_i b_i is alpha_i with its sign flipped where the bit is clear, so it is exact.
+// Grid: (ceil(4 K/32 / 256), min(N, 65535)) blocks of 256; block row y takes rows y, y + gridDim.y, ...
+// (no index division; grid.y is limited to 65535 rows).
 __global__ void __launch_bounds__(256)
 dequantize(const u32* __restrict__ planes,   // [p, N, K/32], or the tiles [p, NT, KS, 128] if tiled
            const __half* __restrict__ alpha,      // [p, N, G]
@@ -32,37 +30,38 @@ dequantize(const u32* __restrict__ planes,   // [p, N, K/32], or the tiles [p, N
            __half* __restrict__ out,              // [N, K]
            int N, int K, int p, int group_size, int tiled) {
   const int KW = K >> 5;
-  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (idx >= (size_t)N * KW * 4) return;
-  const int c = (int)(idx & 3);
-  const size_t wi = idx >> 2;  // (n, kw), row-major
-  const int n = (int)(wi / KW), kw = (int)(wi % KW);
-  size_t word = wi, plane_stride = (size_t)N * KW;
-  if (tiled) {
-    const int NT = (N + kTileRows - 1) / kTileRows, KS = (KW + kTileWords - 1) / kTileWords;
-    plane_stride = (size_t)NT * KS * kTileSize;
-    word = ((size_t)(n / kTileRows) * KS) * kTileSize + tile_word(n & (kTileRows - 1), kw);
-  }
+  const int q = blockIdx.x * blockDim.x + threadIdx.x;  // (kw, c) of a row
+  if (q >= KW * 4) return;
+  const int kw = q >> 2, c = q & 3;
   const int G = K / group_size, group = kw / (group_size >> 5);
-  u32 bits[kMaxPlanes];
-  float al[kMaxPlanes];
+  const int KS = (KW + kTileWords - 1) / kTileWords;
+  const size_t plane_stride = tiled ? (size_t)((N + kTileRows - 1) / kTileRows) * KS * kTileSize : (size_t)N * KW;
+  for (int n = blockIdx.y; n < N; n += gridDim.y) {
+    const size_t word = tiled ? (size_t)(n / kTileRows) * KS * kTileSize + tile_word(n & (kTileRows - 1), kw)
+                              : (size_t)n * KW + kw;
+    u32 bits[kMaxPlanes];
+    float al[kMaxPlanes];
 #pragma unroll
-  for (int i = 0; i < kMaxPlanes; ++i) {
-    bits[i] = i < p ? __ldg(planes + i * plane_stride + word) >> (8 * c) : 0u;
-    al[i] = i < p ? __half2float(__ldg(alpha + ((size_t)i * N + n) * G + group)) : 0.0f;
+    for (int i = 0; i < kMaxPlanes; ++i) {
+      bits[i] = i < p ? __ldg(planes + i * plane_stride + word) >> (8 * c) : 0u;
+      al[i] = i < p ? __half2float(__ldg(alpha + ((size_t)i * N + n) * G + group)) : 0.0f;
+    }
+    const float be = beta != nullptr ? __half2float(__ldg(beta + (size_t)n * G + group)) : 0.0f;
+    u32 h[4];
+#pragma unroll
+    for (int t = 0; t < 8; ++t) {
+      float w = ((bits[0] >> t) & 1u) ? al[0] : -al[0];
+#pragma unroll
+      for (int i = 1; i < kMaxPlanes; ++i)
+        if (i < p) w = __fadd_rn(w, ((bits[i] >> t) & 1u) ? al[i] : -al[i]);
+      if (beta != nullptr) w = __fadd_rn(w, be);
+      const u32 v = __half_as_ushort(__float2half_rn(w));
+      h[t >> 1] = (t & 1) ? (h[t >> 1] | (v << 16)) : v;
+    }
+    // one 16-byte store, a warp's 512 contiguous bytes of W (__stwb: a plain assignment compiled to four
+    // 4-byte stores)
+    __stwb(reinterpret_cast<uint4*>(out + (size_t)n * K + (size_t)kw * 32 + 8 * c), make_uint4(h[0], h[1], h[2], h[3]));
   }
-  const float be = beta != nullptr ? __half2float(__ldg(beta + (size_t)n * G + group)) : 0.0f;
-  float w[8];
-#pragma unroll
-  for (int t = 0; t < 8; ++t) {
-    w[t] = ((bits[0] >> t) & 1u) ? al[0] : -al[0];
-#pragma unroll
-    for (int i = 1; i < kMaxPlanes; ++i)
-      if (i < p) w[t] = __fadd_rn(w[t], ((bits[i] >> t) & 1u) ? al[i] : -al[i]);
-    if (beta != nullptr) w[t] = __fadd_rn(w[t], be);
-  }
-  *reinterpret_cast<uint4*>(out + (size_t)n * K + (size_t)kw * 32 + 8 * c) =
-      make_uint4(pack_half2(w[0], w[1]), pack_half2(w[2], w[3]), pack_half2(w[4], w[5]), pack_half2(w[6], w[7]));
 }
 
 }  // namespace bcq

@@ -481,9 +481,10 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None, tiles=Non
         elif out.shape != (N, K) or out.dtype != cupy.float16 or not out.flags.c_contiguous:
             raise ValueError(f"out: must be a C-contiguous float16 {(N, K)} array")
         kernel = _module(dev, "dequantize").get_function("bcq::dequantize")
-        total = N * (K // 32) * 4  # one thread per byte of a plane word: 8 inputs, one 16-byte store
-        kernel((-(-total // 256),), (256,), (words, alpha, _null_or(beta), out, np.int32(N), np.int32(K),
-                                              np.int32(p), np.int32(group_size), np.int32(tiled)))
+        per_row = (K // 32) * 4  # one thread per byte of a plane word (8 inputs, one 16-byte store)
+        kernel((-(-per_row // 256), min(N, 65535)), (256,), (words, alpha, _null_or(beta), out, np.int32(N),
+                                                            np.int32(K), np.int32(p), np.int32(group_size),
+                                                            np.int32(tiled)))
     return _back(out, tp)
 
 
