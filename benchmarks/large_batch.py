@@ -12,7 +12,7 @@ keeps on CUDA) and as ``benchmarks.gemv`` does (CUDA-graph replay over weight co
     chunks   gpu.imma_gemm on rows 16j .. 16j + 15 of x, ceil(M / 16) launches (bit-exact: rows never interact)
     dequant  gpu.dequantize(tiles) into W, then cuBLAS x @ W^T
 
-``gpu.bcq_matmul`` takes the launches of 16 up to ``kernels.IMMA_CHUNK_LAUNCHES`` of them, from this table.
+``gpu.bcq_matmul`` takes the launches of 16 up to ``kernels.imma_chunk_launches(p, N, K)`` of them, from this table.
 Results: OUT/large_batch_<gpu>.json and .md.
 """
 from __future__ import annotations

@@ -481,10 +481,9 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None, tiles=Non
         elif out.shape != (N, K) or out.dtype != cupy.float16 or not out.flags.c_contiguous:
             raise ValueError(f"out: must be a C-contiguous float16 {(N, K)} array")
         kernel = _module(dev, "dequantize").get_function("bcq::dequantize")
-        per_row = (K // 32) * 4  # one thread per byte of a plane word (8 inputs, one 16-byte store)
-        kernel((-(-per_row // 256), min(N, 65535)), (256,), (words, alpha, _null_or(beta), out, np.int32(N),
-                                                            np.int32(K), np.int32(p), np.int32(group_size),
-                                                            np.int32(tiled)))
+        total = N * (K // 32)  # one thread per word of a plane
+        kernel((-(-total // 256),), (256,), (words, alpha, _null_or(beta), out, np.int32(N), np.int32(K),
+                                              np.int32(p), np.int32(group_size), np.int32(tiled)))
     return _back(out, tp)
 
 
@@ -496,9 +495,18 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None, tiles=Non
 BMMA_UP_TO_BATCH = 2
 LUT_UP_TO_BATCH = 4
 MMA_FROM_WEIGHTS = 1 << 26
-# Past 16 rows, the int8 kernel in launches of 16 rows while there are at most this many launches (by p),
-# then dequantize + cuBLAS: benchmarks/results/h200/large_batch_h200.md.
-IMMA_CHUNK_LAUNCHES = {1: 4, 2: 4, 3: 4, 4: 4}
+# Past 16 rows, the int8 kernel in launches of 16 rows while there are at most imma_chunk_launches of them,
+# then dequantize + cuBLAS (benchmarks/results/h200/large_batch_h200.md): two launches won on every layer;
+# on layers of at least 2^25 weights three won at every p and four at 2 bits; on smaller ones (8B q/k/v, o)
+# dequantize + cuBLAS already won at three at 3-4 bits (H200).
+IMMA_CHUNKS_FROM_WEIGHTS = 1 << 25
+IMMA_CHUNK_LAUNCHES = {1: 4, 2: 4, 3: 3, 4: 3}  # by p, on layers of at least IMMA_CHUNKS_FROM_WEIGHTS weights
+IMMA_CHUNK_LAUNCHES_SMALL = 2
+
+
+def imma_chunk_launches(p: int, N: int, K: int) -> int:
+    """The most launches of 16 rows bcq_matmul gives the int8 kernel before dequantize + cuBLAS."""
+    return IMMA_CHUNK_LAUNCHES[p] if N * K >= IMMA_CHUNKS_FROM_WEIGHTS else IMMA_CHUNK_LAUNCHES_SMALL
 
 
 def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int, tiles=None):
@@ -508,7 +516,7 @@ def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int, tiles=None):
     tiles: ``tile_planes(planes)`` (or of more planes: its first p are used, p = alpha.shape[0]), made once
     per weight.  Both tensor-core kernels (p <= 4, batch 1-16) read only those, and so does dequantize;
     with the tiles alone a p <= 4 weight is served at every batch from one copy of its planes.  Past 16
-    rows the int8 kernel runs once per 16 rows while that is at most IMMA_CHUNK_LAUNCHES[p] launches
+    rows the int8 kernel runs once per 16 rows while that is at most imma_chunk_launches(p, N, K) launches
     (each row still gets the exact contract's bytes), then dequantize + cuBLAS takes over.  Without
     them (planes only) batches up to 16 take the LUT or fp16 tensor-core kernel (the same bytes as the
     int8 one on the tensor-core path, slower) or dequantize + cuBLAS.
@@ -529,7 +537,7 @@ def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int, tiles=None):
         if imma_supports(min(M, MAX_MMA_BATCH), p, group_size) and p * N * (K // group_size) < 2 ** 31:
             if M <= MAX_MMA_BATCH:
                 return imma_gemm(x, tiles, alpha, beta, group_size=group_size)
-            if -(-M // MAX_MMA_BATCH) <= IMMA_CHUNK_LAUNCHES[p]:
+            if -(-M // MAX_MMA_BATCH) <= imma_chunk_launches(p, N, K):
                 return _imma_chunks(x, tiles, alpha, beta, group_size)
     if planes is not None and 1 <= M <= LUT_UP_TO_BATCH:
         return lut_gemv(x, planes, alpha, beta, group_size=group_size)

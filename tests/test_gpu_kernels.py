@@ -438,7 +438,7 @@ def test_bcq_matmul_without_tiles_reads_the_planes():
 def test_bcq_matmul_with_tiles_alone_serves_large_batches():
     """Past the int8 kernel's launches of 16, from the tiles alone: dequantize reads them, and gives the
     row-major planes' bytes."""
-    M = 16 * gpu.kernels.IMMA_CHUNK_LAUNCHES[2] + 1
+    M = 16 * gpu.kernels.imma_chunk_launches(2, 200, 1536) + 1
     x, planes, alpha, beta = random_problem(np.random.default_rng(22), M, 200, 1536, 2, 64, with_beta=True)
     dx, dp, da, db = (cupy.asarray(a) for a in (x, planes, alpha, beta))
     from_tiles = gpu.bcq_matmul(dx, None, da, db, group_size=64, tiles=gpu.tile_planes(dp))
@@ -447,10 +447,10 @@ def test_bcq_matmul_with_tiles_alone_serves_large_batches():
 
 @pytest.mark.parametrize("p", [1, 2, 3, 4])
 def test_bcq_matmul_past_16_rows_launches_the_int8_kernel_per_16_rows(p):
-    """Past 16 rows, up to IMMA_CHUNK_LAUNCHES[p] launches: every row gets the exact contract's bytes (rows
+    """Past 16 rows, up to imma_chunk_launches launches: every row gets the exact contract's bytes (rows
     never interact), for CuPy and for torch inputs (on torch's current stream)."""
     torch = pytest.importorskip("torch")
-    M = 16 * gpu.kernels.IMMA_CHUNK_LAUNCHES[p] - 5  # a last launch of 11 rows
+    M = 16 * gpu.kernels.imma_chunk_launches(p, 200, 1536) - 5  # a last launch of 11 rows
     x, planes, alpha, beta = random_problem(np.random.default_rng(30 + p), M, 200, 1536, p, 128, with_beta=True)
     dx, dp, da, db = (cupy.asarray(a) for a in (x, planes, alpha, beta))
     want = np.concatenate([exact_mma_gemm(x[r:r + 16], planes, alpha, beta, group_size=128)
