@@ -498,7 +498,7 @@ MMA_FROM_WEIGHTS = 1 << 26
 # Past 16 rows, the int8 kernel in launches of 16 rows while there are at most imma_chunk_launches of them,
 # then dequantize + cuBLAS (benchmarks/results/h200/large_batch_h200.md): two launches won on every layer;
 # on layers of at least 2^25 weights three won at every p and four at 2 bits; on smaller ones (8B q/k/v, o)
-# dequantize + cuBLAS already won at three at 3-4 bits (H200).
+# dequantize + cuBLAS already won at three (8B o at every p, 8B q/k/v at 3-4 bits; H200).
 IMMA_CHUNKS_FROM_WEIGHTS = 1 << 25
 IMMA_CHUNK_LAUNCHES = {1: 4, 2: 4, 3: 3, 4: 3}  # by p, on layers of at least IMMA_CHUNKS_FROM_WEIGHTS weights
 IMMA_CHUNK_LAUNCHES_SMALL = 2

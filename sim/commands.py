@@ -30,8 +30,8 @@ def add_parser(subparsers) -> None:
     what.add_argument("--model", help="a model of sim/data/models.toml: decode tokens/s")
     what.add_argument("--shape", action="append", metavar="NxK", help="one layer, N outputs x K inputs (repeatable)")
     p.add_argument("--methods", default=DEFAULT_METHODS,
-                   help=f"GPU methods, comma-separated (default {DEFAULT_METHODS}; also bcq_dequant, bcq_auto, "
-                   "bcq_fixed, int4, or 'all')")
+                   help=f"GPU methods, comma-separated (default {DEFAULT_METHODS}; also bcq_imma_chunks, bcq_dequant, "
+                   "bcq_auto, bcq_fixed, int4, or 'all')")
     p.add_argument("--bits", default="2,3,4", help="precisions, comma-separated (default 2,3,4)")
     p.add_argument("--batch", default="1", help="batch sizes M, comma-separated (default 1)")
     p.add_argument("--context", type=int, default=1024, help="tokens in the KV cache for --model (default 1024)")

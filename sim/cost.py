@@ -130,6 +130,14 @@ def serial(method: str, first: Cost, second: Cost) -> Cost:
                 np.add(first.fixed_s, second.fixed_s))
 
 
+def repeat(method: str, cost: Cost, n) -> Cost:
+    """n back-to-back calls of one kernel (n broadcasts, 0 allowed): times, bytes, ops and work times n."""
+    n = np.asarray(n, dtype=np.float64)
+    times = lambda d: {k: np.asarray(v) * n for k, v in d.items()}  # noqa: E731
+    return Cost(method, cost.device, cost.time_s * n, times(cost.bytes), times(cost.ops), times(cost.resources_s),
+                cost.binding, cost.flops * n, np.asarray(cost.fixed_s) * n)
+
+
 def select(method: str, mask, if_true: Cost, if_false: Cost) -> Cost:
     """Elementwise choice between two costs of the same configurations (a kernel's batch switch)."""
     mask = np.asarray(mask, dtype=bool)

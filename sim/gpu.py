@@ -9,6 +9,7 @@ M batch.  Every function takes numbers or numpy arrays (broadcast together) and 
     bcq_lut    pNK/8 + 2pNG + 2MK + 2MN (+ 8 S M N split-K)  lookups, fp32 adds, table builds (below)
     bcq_bmma   pNK/8 + 2pNG + 2MK + 2MN (+ split-K)          one chain of 256-input steps per warp (_bcq_exact)
     bcq_imma   pNK/8 + 2pNG + 2MK + 2MN (+ split-K)          one chain of 128-input steps per warp (one launch of 8 or 16 rows)
+    bcq_imma_chunks  bcq_imma once per 16 rows of x           ceil(M/16) launches back to back
     anyprec    pNK/8 + 2 N 2^p + 2MK + 2MN                   bit-transpose ~p, FMA ~M per weight
     bcq_fixed  pNK/8 + 2pNG + 2NG + 2MK + 2MN                as bcq_lut, fp16 tables, bank conflicts
     int4       NK/2 + 4NG + 2MK + 2MN                        unpack per weight, MMA 2 max(M,16) N K
@@ -37,7 +38,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cost import Cost, as_arrays, ceil_div, roofline, select, serial
+from dataclasses import replace
+
+from .cost import Cost, as_arrays, ceil_div, repeat, roofline, select, serial
 from .hardware import GPU, get_device
 from .kernels import KernelConstants, default_kernels
 
@@ -227,6 +230,20 @@ def bcq_imma(gpu, N, K, M=1, bits=2, *, g=128, kernels=None) -> Cost:
     return _bcq_exact("bcq_imma", gpu, N, K, M, bits, g, kernels)
 
 
+def bcq_imma_chunks(gpu, N, K, M=1, bits=2, *, g=128, kernels=None) -> Cost:
+    """bcq_imma once per 16 rows of x, back to back: gpu.bcq_matmul's path past 16 rows (one launch up to 16).
+
+        time = (L - 1) t_imma(16) + t_imma(M - 16 (L - 1)),   L = ceil(M / 16) launches
+    """
+    gpu, kc = _ctx(gpu, kernels)
+    N, K, M, p, g = as_arrays(N, K, M, bits, g)
+    per = kc.bcq_imma.max_batch
+    launches = ceil_div(M, per)
+    full = repeat("bcq_imma", bcq_imma(gpu, N, K, per, p, g=g, kernels=kc), launches - 1)
+    last = bcq_imma(gpu, N, K, M - per * (launches - 1), p, g=g, kernels=kc)
+    return replace(serial("bcq_imma_chunks", full, last), flops=2 * M * N * K)
+
+
 def bcq_dequant(gpu, N, K, M=1, bits=2, *, g=128, kernels=None) -> Cost:
     """gpu/dequantize.cu writes fp16 W_hat, then cuBLAS: the large-batch path of bcq_matmul."""
     gpu, kc = _ctx(gpu, kernels)
@@ -235,12 +252,13 @@ def bcq_dequant(gpu, N, K, M=1, bits=2, *, g=128, kernels=None) -> Cost:
 
 def bcq_auto(gpu, N, K, M=1, bits=2, *, g=128, mu=None, kernels=None) -> Cost:
     """The fastest of our paths per configuration, an ideal dispatcher: the 1-bit and int8 tensor-core
-    kernels where they take the call (bcq_bmma as if given its tiles), the LUT kernel, dequantize +
-    cuBLAS.  gpu.bcq_matmul picks by fixed batch thresholds instead; gpu.mma_gemm is not modelled."""
+    kernels where they take the call (bcq_bmma as if given its tiles; the int8 one in launches of 16 rows
+    past 16), the LUT kernel, dequantize + cuBLAS.  gpu.bcq_matmul picks by fixed thresholds instead;
+    gpu.mma_gemm is not modelled."""
     gpu, kc = _ctx(gpu, kernels)
     best = bcq_dequant(gpu, N, K, M, bits, g=g, kernels=kc)
     for path in (_lut_kernel(gpu, N, K, M, bits, g, mu, kc),  # its fallback is the dequantize path above
-                 bcq_imma(gpu, N, K, M, bits, g=g, kernels=kc),
+                 bcq_imma_chunks(gpu, N, K, M, bits, g=g, kernels=kc),
                  bcq_bmma(gpu, N, K, M, bits, g=g, kernels=kc)):
         best = select("bcq_auto", path.time_s < best.time_s, path, best)  # NaN (does not take it) never wins
     return best
@@ -334,7 +352,7 @@ def int4(gpu, N, K, M=1, bits=4, *, g=128, kernels=None) -> Cost:
 
 
 GPU_METHODS = {"fp16": fp16, "bcq_lut": bcq_lut, "bcq_bmma": bcq_bmma, "bcq_imma": bcq_imma,
-               "bcq_dequant": bcq_dequant, "bcq_auto": bcq_auto,
+               "bcq_imma_chunks": bcq_imma_chunks, "bcq_dequant": bcq_dequant, "bcq_auto": bcq_auto,
                "anyprec": anyprec, "bcq_fixed": bcq_fixed, "int4": int4}
 ALIASES = {"cublas_fp16": "fp16", "cublas": "fp16", "anybcq": "bcq_lut", "ours": "bcq_lut", "any_precision": "anyprec",
            "any-precision": "anyprec", "lutgemm": "bcq_fixed", "lut_gemm": "bcq_fixed", "awq": "int4",

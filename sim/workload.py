@@ -28,7 +28,7 @@ from .kernels import default_kernels
 from .sourced import read_toml
 
 MODELS_TOML = Path(__file__).parent / "data" / "models.toml"
-G_METHODS = ("bcq_lut", "bcq_bmma", "bcq_imma", "bcq_dequant", "bcq_auto", "bcq_fixed", "int4")  # take a group size g
+G_METHODS = ("bcq_lut", "bcq_bmma", "bcq_imma", "bcq_imma_chunks", "bcq_dequant", "bcq_auto", "bcq_fixed", "int4")  # take a group size g
 
 
 @dataclass(frozen=True)

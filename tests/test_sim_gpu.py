@@ -220,10 +220,22 @@ def test_large_batches_dequantize_then_call_cublas():
     assert float(big.bytes["w_fp16"]) == 2 * 8192 * 8192
     batches = np.array([1, 2, 4, 8, 16, 64])
     auto = gemv(H100, "bcq_auto", 8192, 8192, batches, 3)
-    paths = [gemv(H100, m, 8192, 8192, batches, 3).time_s for m in ("bcq_lut", "bcq_dequant", "bcq_bmma", "bcq_imma")]
+    paths = [gemv(H100, m, 8192, 8192, batches, 3).time_s
+             for m in ("bcq_lut", "bcq_dequant", "bcq_bmma", "bcq_imma_chunks")]
     assert np.all(auto.time_s == np.nanmin(np.stack(paths), axis=0))  # the fastest path that takes the call
-    assert np.isnan(paths[2][-1]) and np.isnan(paths[3][-1]) and np.isfinite(auto.time_s[-1])
+    assert np.isnan(paths[2][-1]) and np.isnan(gemv(H100, "bcq_imma", 8192, 8192, 64, 3).time_s)
+    assert np.isfinite(auto.time_s[-1]) and np.isfinite(paths[3][-1])
     assert np.isfinite(gemv("A100-80GB", "bcq_auto", 4096, 4096, 1, 2).time_s)  # falls back where LUT cannot run
+
+
+def test_int8_launches_of_16_rows_add_up():
+    """bcq_imma_chunks: one bcq_imma launch up to 16 rows; past 16, ceil(M/16) launches back to back."""
+    one = lambda M: float(gemv(H100, "bcq_imma", 8192, 8192, M, 2).time_s)  # noqa: E731
+    chunks = lambda M: gemv(H100, "bcq_imma_chunks", 8192, 8192, M, 2)  # noqa: E731
+    assert float(chunks(12).time_s) == pytest.approx(one(12))
+    assert float(chunks(40).time_s) == pytest.approx(2 * one(16) + one(8))
+    c = chunks(40)
+    assert float(c.flops) == 2 * 40 * 8192 * 8192 and float(c.bytes["planes"]) == 3 * 2 * 8192 * 8192 / 8
 
 
 def test_bad_arguments_name_the_argument():
