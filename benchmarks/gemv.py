@@ -30,6 +30,9 @@ LAYERS = {  # name: (N, K)
     "70B q/k/v": (10240, 8192), "70B o": (8192, 8192), "70B gate+up": (57344, 8192), "70B down": (8192, 28672),
 }
 BATCHES = (1, 2, 4, 8, 16)
+BITS = (2, 3, 4)
+GROUP = 128
+L2_MARGIN_BYTES = 256 << 20  # copies of the weights span at least this much memory
 
 
 def parse_layer(text: str) -> tuple[str, tuple[int, int]]:
@@ -40,9 +43,6 @@ def parse_layer(text: str) -> tuple[str, tuple[int, int]]:
     if not (sep and n.isdigit() and k.isdigit() and int(n) > 0 and int(k) > 0):
         raise ValueError(f"layers: each must be one of {list(LAYERS)} or NxK (e.g. 28672x10240), got {text!r}")
     return text, (int(n), int(k))
-BITS = (2, 3, 4)
-GROUP = 128
-L2_MARGIN_BYTES = 256 << 20  # copies of the weights span at least this much memory
 
 
 def gpu_slug(name: str) -> str:
