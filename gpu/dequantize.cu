@@ -18,7 +18,45 @@ using u32 = unsigned int;
 
 constexpr int kMaxPlanes = 8;
 
+// One word of W_hat: 32 outputs of row n from word `word` of each of the P planes.  P and the offset's
+// presence are compile-time, so the loops hold exactly the operations of this precision: with a run-time p
+// the compiler kept all kMaxPlanes planes' selects and adds, predicated off, and the kernel issued them.
 // alpha_i b_i is alpha_i with its sign flipped where the bit is clear, so it is exact.
+template <int P, bool BETA>
+__device__ __forceinline__ void dequantize_word(const u32* __restrict__ planes, size_t plane_stride, size_t word,
+                                                const __half* __restrict__ alpha, size_t alpha_plane, size_t ag,
+                                                const __half* __restrict__ beta, __half* __restrict__ dst) {
+  u32 wd[P];
+  float al[P];
+#pragma unroll
+  for (int i = 0; i < P; ++i) {
+    wd[i] = __ldg(planes + i * plane_stride + word);
+    al[i] = __half2float(alpha[i * alpha_plane + ag]);
+  }
+  const float be = BETA ? __half2float(beta[ag]) : 0.0f;
+  __align__(16) __half h[32];
+#pragma unroll
+  for (int t = 0; t < 32; ++t) {
+    float w = ((wd[0] >> t) & 1u) ? al[0] : -al[0];
+#pragma unroll
+    for (int i = 1; i < P; ++i) w = __fadd_rn(w, ((wd[i] >> t) & 1u) ? al[i] : -al[i]);
+    if (BETA) w = __fadd_rn(w, be);
+    h[t] = __float2half_rn(w);
+  }
+  uint4* out = reinterpret_cast<uint4*>(dst);
+  const uint4* src = reinterpret_cast<const uint4*>(h);
+#pragma unroll
+  for (int v = 0; v < 4; ++v) out[v] = src[v];
+}
+
+template <int P>
+__device__ __forceinline__ void dequantize_word(const u32* planes, size_t plane_stride, size_t word,
+                                                const __half* alpha, size_t alpha_plane, size_t ag,
+                                                const __half* beta, __half* dst) {
+  if (beta != nullptr) dequantize_word<P, true>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, dst);
+  else dequantize_word<P, false>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, dst);
+}
+
 __global__ void __launch_bounds__(256)
 dequantize(const u32* __restrict__ planes,   // [p, N, K/32], or the tiles [p, NT, KS, 128] if tiled
            const __half* __restrict__ alpha,      // [p, N, G]
@@ -35,29 +73,19 @@ dequantize(const u32* __restrict__ planes,   // [p, N, K/32], or the tiles [p, N
     plane_stride = (size_t)NT * KS * kTileSize;
     word = ((size_t)(n / kTileRows) * KS) * kTileSize + tile_word(n & (kTileRows - 1), kw);
   }
-  const int G = K / group_size, group = kw / (group_size >> 5);
-  u32 wd[kMaxPlanes];
-  float al[kMaxPlanes];
-#pragma unroll
-  for (int i = 0; i < kMaxPlanes; ++i) {
-    wd[i] = i < p ? __ldg(planes + i * plane_stride + word) : 0u;
-    al[i] = i < p ? __half2float(alpha[((size_t)i * N + n) * G + group]) : 0.0f;
+  const int G = K / group_size;
+  const size_t ag = (size_t)n * G + kw / (group_size >> 5);  // this word's group in alpha[i] and beta
+  __half* dst = out + (size_t)n * K + (size_t)kw * 32;
+  switch (p) {  // the same for every thread: no divergence
+    case 1: dequantize_word<1>(planes, plane_stride, word, alpha, (size_t)N * G, ag, beta, dst); break;
+    case 2: dequantize_word<2>(planes, plane_stride, word, alpha, (size_t)N * G, ag, beta, dst); break;
+    case 3: dequantize_word<3>(planes, plane_stride, word, alpha, (size_t)N * G, ag, beta, dst); break;
+    case 4: dequantize_word<4>(planes, plane_stride, word, alpha, (size_t)N * G, ag, beta, dst); break;
+    case 5: dequantize_word<5>(planes, plane_stride, word, alpha, (size_t)N * G, ag, beta, dst); break;
+    case 6: dequantize_word<6>(planes, plane_stride, word, alpha, (size_t)N * G, ag, beta, dst); break;
+    case 7: dequantize_word<7>(planes, plane_stride, word, alpha, (size_t)N * G, ag, beta, dst); break;
+    default: dequantize_word<kMaxPlanes>(planes, plane_stride, word, alpha, (size_t)N * G, ag, beta, dst); break;
   }
-  const float be = beta != nullptr ? __half2float(beta[(size_t)n * G + group]) : 0.0f;
-  __align__(16) __half h[32];
-#pragma unroll
-  for (int t = 0; t < 32; ++t) {
-    float w = ((wd[0] >> t) & 1u) ? al[0] : -al[0];
-#pragma unroll
-    for (int i = 1; i < kMaxPlanes; ++i)
-      if (i < p) w = __fadd_rn(w, ((wd[i] >> t) & 1u) ? al[i] : -al[i]);
-    if (beta != nullptr) w = __fadd_rn(w, be);
-    h[t] = __float2half_rn(w);
-  }
-  uint4* dst = reinterpret_cast<uint4*>(out + (size_t)n * K + (size_t)kw * 32);
-  const uint4* src = reinterpret_cast<const uint4*>(h);
-#pragma unroll
-  for (int v = 0; v < 4; ++v) dst[v] = src[v];
 }
 
 }  // namespace bcq
