@@ -496,17 +496,16 @@ BMMA_UP_TO_BATCH = 2
 LUT_UP_TO_BATCH = 4
 MMA_FROM_WEIGHTS = 1 << 26
 # Past 16 rows, the int8 kernel in launches of 16 rows while there are at most imma_chunk_launches of them,
-# then dequantize + cuBLAS (benchmarks/results/h200/large_batch_h200.md): two launches won on every layer;
-# on layers of at least 2^25 weights three won at every p and four at 2 bits; on smaller ones (8B q/k/v, o)
-# dequantize + cuBLAS already won at three (8B o at every p, 8B q/k/v at 3-4 bits; H200).
+# then dequantize + cuBLAS (benchmarks/results/h200/large_batch_h200.md, H200): on layers of at least 2^25
+# weights two launches won at every p and three at 2 bits; on smaller ones (8B q/k/v, o) two won at 2 bits,
+# and at 4 bits none.  p = 1 (not measured) takes p = 2's.
 IMMA_CHUNKS_FROM_WEIGHTS = 1 << 25
-IMMA_CHUNK_LAUNCHES = {1: 4, 2: 4, 3: 3, 4: 3}  # by p, on layers of at least IMMA_CHUNKS_FROM_WEIGHTS weights
-IMMA_CHUNK_LAUNCHES_SMALL = 2
+IMMA_CHUNK_LAUNCHES = {1: (2, 3), 2: (2, 3), 3: (2, 2), 4: (1, 2)}  # p: (smaller layers, larger layers)
 
 
 def imma_chunk_launches(p: int, N: int, K: int) -> int:
-    """The most launches of 16 rows bcq_matmul gives the int8 kernel before dequantize + cuBLAS."""
-    return IMMA_CHUNK_LAUNCHES[p] if N * K >= IMMA_CHUNKS_FROM_WEIGHTS else IMMA_CHUNK_LAUNCHES_SMALL
+    """The most launches of 16 rows bcq_matmul gives the int8 kernel before dequantize + cuBLAS (1: none)."""
+    return IMMA_CHUNK_LAUNCHES[p][N * K >= IMMA_CHUNKS_FROM_WEIGHTS]
 
 
 def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int, tiles=None):

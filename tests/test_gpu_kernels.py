@@ -446,11 +446,12 @@ def test_bcq_matmul_with_tiles_alone_serves_large_batches():
 
 
 @pytest.mark.parametrize("p", [1, 2, 3, 4])
-def test_bcq_matmul_past_16_rows_launches_the_int8_kernel_per_16_rows(p):
+def test_bcq_matmul_past_16_rows_launches_the_int8_kernel_per_16_rows(p, monkeypatch):
     """Past 16 rows, up to imma_chunk_launches launches: every row gets the exact contract's bytes (rows
     never interact), for CuPy and for torch inputs (on torch's current stream)."""
     torch = pytest.importorskip("torch")
-    M = 16 * gpu.kernels.imma_chunk_launches(p, 200, 1536) - 5  # a last launch of 11 rows
+    monkeypatch.setitem(gpu.kernels.IMMA_CHUNK_LAUNCHES, p, (3, 3))  # this small layer gets 3 launches at every p
+    M = 16 * 3 - 5  # a last launch of 11 rows
     x, planes, alpha, beta = random_problem(np.random.default_rng(30 + p), M, 200, 1536, p, 128, with_beta=True)
     dx, dp, da, db = (cupy.asarray(a) for a in (x, planes, alpha, beta))
     want = np.concatenate([exact_mma_gemm(x[r:r + 16], planes, alpha, beta, group_size=128)
