@@ -40,7 +40,8 @@ def run(out_dir: Path, layers=LAYERS, bits=BITS, command="", base=None):
         n = copies_beyond_l2(max(bits) * N * K // 8 + 2 * N * K)
         planes, alphas = random_weights(cupy, rng, N, K, bits, n)
         tiles = [gpu.tile_planes(P) for P in planes]
-        w_rows, w_tiles, w_base = (cupy.empty((N, K), cupy.float16) for _ in range(3))
+        w_rows, w_tiles = cupy.empty((N, K), cupy.float16), cupy.empty((N, K), cupy.float16)
+        w_base = cupy.empty((N, K), cupy.float16) if base is not None else None
         for p in bits:
             from_rows = lambda i: gpu.dequantize(planes[i][:p], alphas[p][i], group_size=GROUP, out=w_rows)  # noqa: E731
             from_tiles = lambda i: gpu.dequantize(None, alphas[p][i], group_size=GROUP, out=w_tiles,  # noqa: E731

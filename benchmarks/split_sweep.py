@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.gemv import (GROUP, LAYERS, copies_beyond_l2, device_name, gpu_slug, kernel_weights, random_weights,
-                             save_results, time_graph)
+from benchmarks.gemv import (GROUP, copies_beyond_l2, device_name, gpu_slug, kernel_weights, parse_layer,
+                             random_weights, save_results, time_graph)
 
 SPLITS = (8192, 4096, 2048, 1024)  # reference.exact_mma.SPLIT_CHOICES
 SHAPES = ("8B o", "8B down", "70B gate+up", "70B down")
@@ -39,7 +39,7 @@ def run(out_dir: Path, splits=SPLITS, shapes=SHAPES, cases=CASES, bits=BITS,
     rng = np.random.default_rng(0)
     records = []
     for name in shapes:
-        N, K = LAYERS[name]
+        N, K = parse_layer(name)[1]
         n_copies = copies_beyond_l2(max(bits) * N * K // 8)
         planes, alphas = random_weights(cupy, rng, N, K, bits, n_copies)
         weights = {kernel: kernel_weights(gpu, kernel, planes) for kernel, _ in cases}  # both: tiles
@@ -67,8 +67,9 @@ def run(out_dir: Path, splits=SPLITS, shapes=SHAPES, cases=CASES, bits=BITS,
 def markdown(meta, records) -> str:
     idx = {(r["layer"], r["kernel"], r["M"], r["bits"], r["split"]): r["us"] for r in records}
     splits = sorted({r["split"] for r in records}, reverse=True)
+    order = list(dict.fromkeys(r["layer"] for r in records))  # the layers in the order they ran
     rows = sorted({(r["layer"], r["kernel"], r["M"], r["bits"]) for r in records},
-                  key=lambda k: (list(LAYERS).index(k[0]), k[1], k[2], k[3]))
+                  key=lambda k: (order.index(k[0]), k[1], k[2], k[3]))
     lines = [f"# Split size of the exact contract on {meta['gpu']} ({meta['date']})", "",
              f"Command: `{meta['command']}`. us per call (CUDA-graph replay, weights rotated past L2), "
              f"group size {meta['group_size']}; best split in bold.", "",
@@ -94,16 +95,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--quick", action="store_true", help="two shapes, 2-bit only")
-    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), help=f"layers of benchmarks.gemv.LAYERS "
-                    f"(default: {', '.join(SHAPES)})")
+    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), help=f"layers of benchmarks.gemv.LAYERS or NxK "
+                    f"shapes (default: {', '.join(SHAPES)})")
     ap.add_argument("--cases", nargs="+", default=[f"{k}:{m}" for k, m in CASES],
                     help="kernel:batch pairs, e.g. bmma_gemv:1 imma_gemm:8")
     ap.add_argument("--bits", type=int, nargs="+", default=list(BITS))
     args = ap.parse_args(argv)
     try:
-        bad = [s for s in args.shapes if s not in LAYERS]
-        if bad:
-            raise ValueError(f"shapes: each must be one of {list(LAYERS)}, got {bad}")
+        for s in args.shapes:
+            parse_layer(s)
         if not set(args.bits) <= {1, 2, 3, 4}:
             raise ValueError(f"bits: each must be 1..4 (the exact kernels' planes), got {args.bits}")
         cases = tuple(parse_case(c) for c in args.cases)

@@ -238,12 +238,11 @@ class BCQLinear(nn.Module):
 
         Serving then reads one copy of the planes: the 1-bit and int8 tensor-core kernels (p <= 4, batch
         1-16; past 16 the int8 one in launches of 16 rows) and dequantize + cuBLAS (larger batches) all take
-        the tiles.  Moving a module of at most 4 planes
-        to CUDA calls it (unless ``tile_on_cuda`` is False); without it a CUDA module keeps the row-major
-        planes and makes the tiles beside them (``tiles()``): twice the plane bytes.  What costs:
-        p > 4 on CUDA goes to dequantize + cuBLAS (the LUT and fp16 tensor-core kernels read row-major planes),
-        and the CPU paths (dequantize, scale training, ``to_packed``) untile the planes when they need them.
-        The state_dict still holds the row-major planes.
+        the tiles.  Moving a module of at most 4 planes to CUDA calls it (unless ``tile_on_cuda`` is False);
+        without it a CUDA module keeps the row-major planes and makes the tiles beside them (``tiles()``):
+        twice the plane bytes.  What costs: p > 4 on CUDA goes to dequantize + cuBLAS (the LUT and fp16
+        tensor-core kernels read row-major planes), and the CPU paths (dequantize, scale training,
+        ``to_packed``) untile the planes when they need them.  The state_dict still holds the row-major planes.
         """
         if not self.tiled:
             self._buffers["planes"] = tile_planes_torch(self.planes)

@@ -36,9 +36,9 @@ above ``max_batch`` go through dequantize + cuBLAS (``bcq_dequant``).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from dataclasses import replace
+
+import numpy as np
 
 from .cost import Cost, as_arrays, ceil_div, repeat, roofline, select, serial
 from .hardware import GPU, get_device
