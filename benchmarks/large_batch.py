@@ -61,7 +61,7 @@ def run(out_dir: Path, layers=LAYERS, batches=BATCHES, bits=BITS, command=""):
                                       out=y[r:r + CHUNK])
 
                 def dequant(i, p=p):
-                    with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
+                    with gpu.torch_stream():
                         gpu.dequantize(None, alphas[p][i], group_size=GROUP, out=Wc, tiles=tiles[i][:p])
                     torch.matmul(tx, tW.T, out=ty)
                 t_chunks = time_graph(cupy, chunks, n_bcq)

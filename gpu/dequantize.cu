@@ -1,11 +1,12 @@
 // Dequantize multi-precision BCQ to float16 W_hat [N, K] at precision p (prefill, large batches:
 // dequantize once, then cuBLAS).  Bit-exact with reference/dequant.py.
 //
-// One thread per (row n, 32-input word kw): it reads p plane words and p scales, writes 64 bytes.
+// One thread per (row n, 32-input word kw): it reads p plane words and p scales and makes 64 bytes of W.
 //   for t in 0..31:  w = +-alpha_0;  w = w + (+-alpha_i) for i = 1..p-1;  w = w + beta;  out = fp16(w)
 // The planes come row-major ([p, N, K/32]) or in the tensor-core kernels' tile layout ([p, ceil(N/16),
 // ceil(K/256), 128], bcq_core/layout.py tile_planes).  Either way consecutive threads take consecutive
-// words of a row, so that their 64-byte stores of W are contiguous: W is 4-8 times the plane bytes.
+// words of a row, so a warp makes 2048 contiguous bytes of W (W is 4-8 times the plane bytes); it
+// stores them through shared memory, each store instruction 512 contiguous bytes.
 
 #include <cuda_fp16.h>
 // No <stdint.h>: NVRTC does not ship it, so 32-bit words are spelled unsigned int (u32).
@@ -18,14 +19,21 @@ using u32 = unsigned int;
 
 constexpr int kMaxPlanes = 8;
 
-// One word of W_hat: 32 outputs of row n from word `word` of each of the P planes.  P and the offset's
-// presence are compile-time, so the loops hold exactly the operations of this precision: with a run-time p
-// the compiler kept all kMaxPlanes planes' selects and adds, predicated off, and the kernel issued them.
-// alpha_i b_i is alpha_i with its sign flipped where the bit is clear, so it is exact.
+// Where piece v of lane t's word sits in its warp's 128 staging slots: slot 4t + v, its low two bits
+// XOR-ed with bits 1-2 of t, so that the 8 lanes of each 16-byte shared-memory wavefront hit 8 different
+// 16-byte bank groups, both when a lane writes its pieces and when the warp reads 32 consecutive slots.
+__device__ __forceinline__ int stage_slot(int t, int v) { return 4 * t + (v ^ ((t >> 1) & 3)); }
+
+// One word of W_hat: 32 outputs of row n from word `word` of each of the P planes, written as four 16-byte
+// pieces to the warp's staging slots of `lane` (each piece as soon as it is made: fewer live registers).
+// P and the offset's presence are compile-time, so the loops hold exactly the operations of this precision:
+// with a run-time p the compiler kept all kMaxPlanes planes' selects and adds, predicated off, and the
+// kernel issued them.  alpha_i b_i is alpha_i with its sign flipped where the bit is clear, so it is exact;
+// __floats2half2_rn rounds each of its two floats to nearest, as __float2half_rn does, in one instruction.
 template <int P, bool BETA>
 __device__ __forceinline__ void dequantize_word(const u32* __restrict__ planes, size_t plane_stride, size_t word,
                                                 const __half* __restrict__ alpha, size_t alpha_plane, size_t ag,
-                                                const __half* __restrict__ beta, __half* __restrict__ dst) {
+                                                const __half* __restrict__ beta, uint4* warp_stage, int lane) {
   u32 wd[P];
   float al[P];
 #pragma unroll
@@ -34,57 +42,78 @@ __device__ __forceinline__ void dequantize_word(const u32* __restrict__ planes, 
     al[i] = __half2float(alpha[i * alpha_plane + ag]);
   }
   const float be = BETA ? __half2float(beta[ag]) : 0.0f;
-  __align__(16) __half h[32];
 #pragma unroll
-  for (int t = 0; t < 32; ++t) {
-    float w = ((wd[0] >> t) & 1u) ? al[0] : -al[0];
+  for (int v = 0; v < 4; ++v) {
+    u32 pair[4];
 #pragma unroll
-    for (int i = 1; i < P; ++i) w = __fadd_rn(w, ((wd[i] >> t) & 1u) ? al[i] : -al[i]);
-    if (BETA) w = __fadd_rn(w, be);
-    h[t] = __float2half_rn(w);
+    for (int q = 0; q < 4; ++q) {
+      float w[2];
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int t = 8 * v + 2 * q + j;
+        w[j] = ((wd[0] >> t) & 1u) ? al[0] : -al[0];
+#pragma unroll
+        for (int i = 1; i < P; ++i) w[j] = __fadd_rn(w[j], ((wd[i] >> t) & 1u) ? al[i] : -al[i]);
+        if (BETA) w[j] = __fadd_rn(w[j], be);
+      }
+      const __half2 h = __floats2half2_rn(w[0], w[1]);  // output t in the low half: little-endian order
+      pair[q] = *reinterpret_cast<const u32*>(&h);
+    }
+    warp_stage[stage_slot(lane, v)] = make_uint4(pair[0], pair[1], pair[2], pair[3]);
   }
-  uint4* out = reinterpret_cast<uint4*>(dst);
-  const uint4* src = reinterpret_cast<const uint4*>(h);
-#pragma unroll
-  for (int v = 0; v < 4; ++v) out[v] = src[v];
 }
 
 template <int P>
 __device__ __forceinline__ void dequantize_word(const u32* planes, size_t plane_stride, size_t word,
                                                 const __half* alpha, size_t alpha_plane, size_t ag,
-                                                const __half* beta, __half* dst) {
-  if (beta != nullptr) dequantize_word<P, true>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, dst);
-  else dequantize_word<P, false>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, dst);
+                                                const __half* beta, uint4* warp_stage, int lane) {
+  if (beta != nullptr) dequantize_word<P, true>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane);
+  else dequantize_word<P, false>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane);
 }
 
-__global__ void __launch_bounds__(256)
+constexpr int kThreads = 256;
+
+__global__ void __launch_bounds__(kThreads)
 dequantize(const u32* __restrict__ planes,   // [p, N, K/32], or the tiles [p, NT, KS, 128] if tiled
            const __half* __restrict__ alpha,      // [p, N, G]
            const __half* __restrict__ beta,       // [N, G] or nullptr
-           __half* __restrict__ out,              // [N, K]
+           __half* __restrict__ out,              // [N, K], 16-byte aligned
            int N, int K, int p, int group_size, int tiled) {
-  const int KW = K >> 5;
-  const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (idx >= (size_t)N * KW) return;
-  const int n = (int)(idx / KW), kw = (int)(idx % KW);
-  size_t word = idx, plane_stride = (size_t)N * KW;
-  if (tiled) {
-    const int NT = (N + kTileRows - 1) / kTileRows, KS = (KW + kTileWords - 1) / kTileWords;
-    plane_stride = (size_t)NT * KS * kTileSize;
-    word = ((size_t)(n / kTileRows) * KS) * kTileSize + tile_word(n & (kTileRows - 1), kw);
+  __shared__ uint4 stage[kThreads * 4];
+  const int KW = K >> 5, lane = threadIdx.x & 31;
+  const size_t total = (size_t)N * KW, idx = (size_t)blockIdx.x * kThreads + threadIdx.x;
+  uint4* warp_stage = stage + (threadIdx.x - lane) * 4;
+  if (idx < total) {  // no early return: every lane of the warp takes part in the staged store below
+    const int n = (int)(idx / KW), kw = (int)(idx % KW);
+    size_t word = idx, plane_stride = total;
+    if (tiled) {
+      const int NT = (N + kTileRows - 1) / kTileRows, KS = (KW + kTileWords - 1) / kTileWords;
+      plane_stride = (size_t)NT * KS * kTileSize;
+      word = ((size_t)(n / kTileRows) * KS) * kTileSize + tile_word(n & (kTileRows - 1), kw);
+    }
+    const int G = K / group_size;
+    const size_t alpha_plane = (size_t)N * G, ag = (size_t)n * G + kw / (group_size >> 5);  // this word's group
+    switch (p) {  // the same for every thread: no divergence
+      case 1: dequantize_word<1>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane); break;
+      case 2: dequantize_word<2>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane); break;
+      case 3: dequantize_word<3>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane); break;
+      case 4: dequantize_word<4>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane); break;
+      case 5: dequantize_word<5>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane); break;
+      case 6: dequantize_word<6>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane); break;
+      case 7: dequantize_word<7>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane); break;
+      default: dequantize_word<kMaxPlanes>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane); break;
+    }
   }
-  const int G = K / group_size;
-  const size_t ag = (size_t)n * G + kw / (group_size >> 5);  // this word's group in alpha[i] and beta
-  __half* dst = out + (size_t)n * K + (size_t)kw * 32;
-  switch (p) {  // the same for every thread: no divergence
-    case 1: dequantize_word<1>(planes, plane_stride, word, alpha, (size_t)N * G, ag, beta, dst); break;
-    case 2: dequantize_word<2>(planes, plane_stride, word, alpha, (size_t)N * G, ag, beta, dst); break;
-    case 3: dequantize_word<3>(planes, plane_stride, word, alpha, (size_t)N * G, ag, beta, dst); break;
-    case 4: dequantize_word<4>(planes, plane_stride, word, alpha, (size_t)N * G, ag, beta, dst); break;
-    case 5: dequantize_word<5>(planes, plane_stride, word, alpha, (size_t)N * G, ag, beta, dst); break;
-    case 6: dequantize_word<6>(planes, plane_stride, word, alpha, (size_t)N * G, ag, beta, dst); break;
-    case 7: dequantize_word<7>(planes, plane_stride, word, alpha, (size_t)N * G, ag, beta, dst); break;
-    default: dequantize_word<kMaxPlanes>(planes, plane_stride, word, alpha, (size_t)N * G, ag, beta, dst); break;
+  // Word idx is bytes [64 idx, 64 idx + 64) of W, so the warp's 32 words are 2048 contiguous bytes.  Stored
+  // by each lane (four 16-byte stores 64 bytes apart) every store instruction would touch 16 lines in
+  // 16-byte halves of sectors; staged, store v writes the 512 bytes of slots 32 v .. 32 v + 31.
+  __syncwarp();
+  const size_t warp_first = idx - lane;
+  uint4* warp_out = reinterpret_cast<uint4*>(out) + warp_first * 4;
+#pragma unroll
+  for (int v = 0; v < 4; ++v) {
+    const int slot = 32 * v + lane, owner = slot >> 2;  // the lane whose word this 16-byte piece is
+    if (warp_first + owner < total) warp_out[slot] = warp_stage[stage_slot(owner, slot & 3)];
   }
 }
 

@@ -165,16 +165,18 @@ def _check_device_arrays(**arrays):
     return dev
 
 
-def _torch_stream_scope(used_torch: bool):
-    cupy = _cupy()
-    if not used_torch:
-        return cupy.cuda.get_current_stream()
+def torch_stream():
+    """torch's current CUDA stream as a CuPy stream (``with gpu.torch_stream(): ...`` launches on it)."""
     import torch
-    torch_stream = torch.cuda.current_stream()
+    cupy, stream = _cupy(), torch.cuda.current_stream()
     try:  # CuPy >= 14 speaks the CUDA stream protocol that torch streams implement
-        return cupy.cuda.Stream.from_external(torch_stream)
+        return cupy.cuda.Stream.from_external(stream)
     except (AttributeError, TypeError):
-        return cupy.cuda.ExternalStream(torch_stream.cuda_stream)
+        return cupy.cuda.ExternalStream(stream.cuda_stream)
+
+
+def _torch_stream_scope(used_torch: bool):
+    return torch_stream() if used_torch else _cupy().cuda.get_current_stream()
 
 
 def _null_or(a):
@@ -480,6 +482,8 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None, tiles=Non
             out = cupy.empty((N, K), dtype=cupy.float16)
         elif out.shape != (N, K) or out.dtype != cupy.float16 or not out.flags.c_contiguous:
             raise ValueError(f"out: must be a C-contiguous float16 {(N, K)} array")
+        elif out.data.ptr % 16:
+            raise ValueError("out: must start on a 16-byte boundary (the kernel stores 16 bytes at a time)")
         kernel = _module(dev, "dequantize").get_function("bcq::dequantize")
         total = N * (K // 32)  # one thread per word of a plane
         kernel((-(-total // 256),), (256,), (words, alpha, _null_or(beta), out, np.int32(N), np.int32(K),
@@ -496,11 +500,11 @@ BMMA_UP_TO_BATCH = 2
 LUT_UP_TO_BATCH = 4
 MMA_FROM_WEIGHTS = 1 << 26
 # Past 16 rows, the int8 kernel in launches of 16 rows while there are at most imma_chunk_launches of them,
-# then dequantize + cuBLAS (benchmarks/results/h200/large_batch_h200.md, H200): on layers of at least 2^25
-# weights two launches won at every p and three at 2 bits; on smaller ones (8B q/k/v, o) two won at 2 bits,
-# and at 4 bits none.  p = 1 (not measured) takes p = 2's.
+# then dequantize + cuBLAS (benchmarks/results/h200/large_batch_h200.md, H200, with the staged dequantize):
+# on layers of at least 2^25 weights two launches won at every p (1.02-1.93x) and three lost on half of
+# them; on smaller ones (8B q/k/v, o) two lost at every p.  p = 1 (not measured) takes p = 2's.
 IMMA_CHUNKS_FROM_WEIGHTS = 1 << 25
-IMMA_CHUNK_LAUNCHES = {1: (2, 3), 2: (2, 3), 3: (2, 2), 4: (1, 2)}  # p: (smaller layers, larger layers)
+IMMA_CHUNK_LAUNCHES = {1: (1, 2), 2: (1, 2), 3: (1, 2), 4: (1, 2)}  # p: (smaller layers, larger layers)
 
 
 def imma_chunk_launches(p: int, N: int, K: int) -> int:
@@ -543,9 +547,7 @@ def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int, tiles=None):
     if (planes is not None and 1 <= M <= MAX_MMA_BATCH and N * K >= MMA_FROM_WEIGHTS
             and group_size <= MAX_GROUP):
         return mma_gemm(x, planes, alpha, beta, group_size=group_size)
-    (xc, tx) = _as_cupy(x, "x")
-    if len(xc.shape) != 2 or str(xc.dtype) != "float16":
-        raise ValueError(f"x: must be float16 [M, K], got {xc.dtype} {tuple(xc.shape)}")
+    xc, tx = _activations(x)
     W = dequantize(planes, alpha, beta, group_size=group_size, tiles=None if planes is not None else tiles)
     W = _as_cupy(W, "W")[0]
     with _torch_stream_scope(tx):
@@ -556,9 +558,7 @@ def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int, tiles=None):
 def _imma_chunks(x, tiles, alpha, beta, group_size: int):
     """imma_gemm on rows 16j .. 16j + 15 of x, into one float16 [M, N] output.  Rows of x never interact in
     the exact contract, so every row gets the bytes reference.exact_mma_gemm gives it in a batch of one."""
-    xc, tx = _as_cupy(x, "x")
-    if len(xc.shape) != 2:
-        raise ValueError(f"x: must be float16 [M, K], got {xc.dtype} {tuple(xc.shape)}")
+    xc, tx = _activations(x)
     cupy = _cupy()
     with _torch_stream_scope(tx):  # imma_gemm then runs on the caller's stream (torch's, for torch inputs)
         out = cupy.empty((xc.shape[0], alpha.shape[1]), dtype=cupy.float16)
@@ -566,6 +566,14 @@ def _imma_chunks(x, tiles, alpha, beta, group_size: int):
             imma_gemm(xc[r:r + MAX_MMA_BATCH], tiles, alpha, beta, group_size=group_size,
                       out=out[r:r + MAX_MMA_BATCH])
     return _back(out, tx)
+
+
+def _activations(x):
+    """x as a CuPy array (and whether it came from torch), checked to be float16 [M, K]."""
+    xc, tx = _as_cupy(x, "x")
+    if len(xc.shape) != 2 or str(xc.dtype) != "float16":
+        raise ValueError(f"x: must be float16 [M, K], got {xc.dtype} {tuple(xc.shape)}")
+    return xc, tx
 
 
 def _back(a, to_torch: bool):

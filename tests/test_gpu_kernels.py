@@ -67,11 +67,21 @@ def test_dequantize_matches_reference_bytes(N, g, G, p, with_beta, from_tiles, s
     """From the row-major planes or from their tile layout (N, K not multiples of a tile included)."""
     _, planes, alpha, beta = random_problem(np.random.default_rng(seed), 1, N, g * G, p, g, with_beta=with_beta)
     dp, da, db = (None if a is None else cupy.asarray(a) for a in (planes, alpha, beta))
+    K, sentinel = g * G, 0x7E01  # a NaN no output can be
+    buf = cupy.full((N + 1, K), sentinel, dtype=cupy.uint16).view(cupy.float16)
     if from_tiles:
-        got = gpu.dequantize(None, da, db, group_size=g, tiles=gpu.tile_planes(dp))
+        got = gpu.dequantize(None, da, db, group_size=g, out=buf[:N], tiles=gpu.tile_planes(dp))
     else:
-        got = gpu.dequantize(dp, da, db, group_size=g)
+        got = gpu.dequantize(dp, da, db, group_size=g, out=buf[:N])
     assert_same_bytes(cupy.asnumpy(got), dequantize_fp16(planes, alpha, beta, group_size=g))
+    assert (cupy.asnumpy(buf[N]).view(np.uint16) == sentinel).all(), "dequantize wrote past W's last row"
+
+
+def test_dequantize_refuses_an_unaligned_out():
+    _, planes, alpha, _ = random_problem(np.random.default_rng(5), 1, 8, 256, 2, 128)
+    unaligned = cupy.empty(8 * 256 + 8, cupy.float16)[8 - 1:-1].reshape(8, 256)
+    with pytest.raises(ValueError, match="out: must start on a 16-byte boundary"):
+        gpu.dequantize(cupy.asarray(planes), cupy.asarray(alpha), group_size=128, out=unaligned)
 
 
 def test_dequantize_refuses_both_layouts_or_neither():
