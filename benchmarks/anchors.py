@@ -3,6 +3,7 @@
 Any-Precision LLM (SNU-ARC kernel, built for sm_90) on one NVIDIA H100 80GB HBM3, measured with
 triton.testing.do_bench (median), weights rotated past L2.  Microseconds, keyed (layer, batch).
 """
+H100_COPY_BANDWIDTH_BPS = 3.03e12  # the same session's device-to-device copy (bytes read + written per second)
 ANY_PRECISION_H100_US = {
     ("8B q/k/v", 1): {3: 13.2, 4: 15.6}, ("8B o", 1): {3: 10.8, 4: 12.4},
     ("8B gate+up", 1): {3: 35.6, 4: 44.8}, ("8B down", 1): {3: 25.6, 4: 32.4},

@@ -40,8 +40,21 @@ def test_peer_numbers_compared_only_on_an_h100():
                          group_size=128), recs)
     h200 = markdown(dict(gpu="NVIDIA H200", date="d", command="c", method="m", copy_bandwidth_Bps=4.3e12,
                          group_size=128), recs)
-    assert "vs Any-Precision" in h100 and "vs Any-Precision" not in h200
+    assert "vs Any-Precision" in h100 and "(estimate)" not in h100
     assert "not compared on this GPU" in h200
+    assert all("(estimate)" in line for line in h200.splitlines() if "vs Any-Precision" in line)  # none unlabelled
+
+
+def test_peer_estimate_on_another_gpu_scales_the_h100_times_by_copy_bandwidth():
+    """70B gate+up, M=1, 3-bit: Any-Precision 110.4 us on the H100 (3.03 TB/s) is 79.1 us at 4.23 TB/s."""
+    recs = _records(10.0)
+    lines = target_report(recs, h100=False, copy_bandwidth_Bps=4.23e12)
+    line = next(x for x in lines if "(estimate) 70B gate+up, M=1, 3-bit" in x)
+    assert "110.4 us x 0.72 = 79.1 us: 10.0 us = 7.91x (would be met)" in line
+    assert sum("(estimate)" in x for x in lines) == 22
+    assert not any("(estimate)" in x for x in target_report(recs, h100=False))
+    slow = target_report(_records(1000.0), h100=False, copy_bandwidth_Bps=4.23e12)
+    assert all("would be missed, target 1.5x" in x for x in slow if "(estimate)" in x)
 
 
 def test_targets_use_the_fastest_bit_exact_kernel():
