@@ -9,11 +9,12 @@ miss costs the same on a 10 us layer and a 300 us one:
                               <- ANCHORS.md Any-Precision rows
     fit_kernel("bcq_lut")     bcq_lut.{step_latency_s, tile_latency_s, split_epilogue_s, fixed_s}
                               <- benchmarks/results/gemv_h100.json bcq_lut rows
-    fit_kernel("bcq_dequant") dequantize.{memory_efficiency, fixed_s} <- gemv_h100.json bcq_dequant_cublas rows
+    fit_kernel("bcq_dequant") dequantize.{memory_efficiency, fixed_s} <- gemv_h200.json bcq_dequant_cublas rows
+                              (the kernel of gemv_h100.json's rows has been replaced twice since)
     fit_kernel("bcq_bmma")    bcq_bmma.{step_latency_s, plane_step_latency_s, fixed_s} <- gemv_h200.json bcq_bmma
     fit_kernel("bcq_imma")    bcq_imma.{step_latency_s, plane_step_latency_s, tile_plane_step_latency_s, fixed_s}
                               <- gemv_h200.json bcq_imma
-                              (these two kernels were measured on the H200 only: FIT_DEVICE)
+                              (these three are fitted on the H200: FIT_DEVICE)
     fit_accelerators          datapath_pJ of FIGLUT, FIGNA, iFPU <- FIGLUT paper TOPS/W + trend
     bank_conflict_factor      Monte Carlo, no data
 
@@ -60,8 +61,9 @@ FITS = {
                  ("bcq_imma", "tile_plane_step_latency_s"): (0.05e-6, 0.0, 20e-6, 1e-7)},
 }
 MIN_ROWS = {"fp16": 4, "anyprec": 4, "bcq_lut": 8, "bcq_dequant": 4, "bcq_bmma": 8, "bcq_imma": 8}
-# Where each method was measured (the device its fit runs on); the others are H100 fits.
-FIT_DEVICE = {"bcq_bmma": "H200", "bcq_imma": "H200"}
+# Where each method was measured (the device its fit runs on); the others are H100 fits.  bcq_dequant's
+# H100 rows are of a dequantize kernel since replaced (by precision at compile time, staged stores).
+FIT_DEVICE = {"bcq_bmma": "H200", "bcq_imma": "H200", "bcq_dequant": "H200"}
 
 
 def fit_device(method: str) -> str:
@@ -112,13 +114,14 @@ def leave_one_out(method: str, measurements, device=None, kernels=None) -> np.nd
 
 
 def all_measurements(gpu_results=None, h200_results=None) -> list:
-    """The anchors, plus our H100 GPU results if the file exists, plus the H200 rows of the methods
-    fitted there (FIT_DEVICE; the H200's other rows stay out of sample)."""
+    """The anchors, plus our H100 GPU results of the methods fitted there if the file exists, plus the
+    H200 rows of the methods fitted on the H200 (FIT_DEVICE; the H200's other rows stay out of sample)."""
     from .validate import GPU_RESULTS_JSON, H200_RESULTS_JSON, load_anchors, load_gpu_results
     path = GPU_RESULTS_JSON if gpu_results is None else gpu_results
     h200 = H200_RESULTS_JSON if h200_results is None else h200_results
+    h100 = [m for m in load_gpu_results(path) if m.method not in FIT_DEVICE] if path.is_file() else []
     extra = [m for m in load_gpu_results(h200) if m.method in FIT_DEVICE] if h200.is_file() else []
-    return load_anchors() + (load_gpu_results(path) if path.is_file() else []) + extra
+    return load_anchors() + h100 + extra
 
 
 def fit_accelerators(targets: dict | None = None, names=("FIGLUT", "FIGNA", "iFPU")) -> dict[str, float]:
@@ -167,7 +170,7 @@ def report(device=None, gpu_results=None) -> str:
     from pathlib import Path
     ms = all_measurements(None if gpu_results is None else Path(gpu_results))
     lines = ["# sim/kernels.toml -- fitted to sim/data/anchors_h100.json and benchmarks/results/gemv_h100.json"
-             " (bcq_bmma, bcq_imma: benchmarks/results/gemv_h200.json, on the H200)"]
+             " (bcq_bmma, bcq_imma, bcq_dequant: benchmarks/results/gemv_h200.json, on the H200)"]
     for method in FITS:
         if sum(m.method == method for m in ms) < MIN_ROWS[method]:
             lines.append(f"# {method}: not enough measurements to fit")
