@@ -25,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from reference.exact_mma import MAX_MMA_BATCH as CHUNK  # rows per int8 launch
+
 from .gemv import (BITS, GROUP, LAYERS, copies_beyond_l2, device_name, gpu_slug, random_weights, save_results,
                    time_graph, time_torch_graph)
 
 BATCHES = (32, 48, 64, 96)
-CHUNK = 16  # rows per int8 launch (gpu.kernels.MAX_MMA_BATCH)
 
 
 def run(out_dir: Path, layers=LAYERS, batches=BATCHES, bits=BITS, command=""):

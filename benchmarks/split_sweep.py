@@ -32,14 +32,15 @@ BITS = (2, 3)
 
 def run(out_dir: Path, splits=SPLITS, shapes=SHAPES, cases=CASES, bits=BITS,
         command="python -m benchmarks.split_sweep --out benchmarks/results"):
+    """shapes: LAYERS names or NxK strings, or their parse (benchmarks.gemv.parse_layer), {name: (N, K)}."""
     import cupy
 
     import gpu
 
     rng = np.random.default_rng(0)
     records = []
-    for name in shapes:
-        N, K = parse_layer(name)[1]
+    layers = shapes if isinstance(shapes, dict) else dict(map(parse_layer, shapes))
+    for name, (N, K) in layers.items():
         n_copies = copies_beyond_l2(max(bits) * N * K // 8)
         planes, alphas = random_weights(cupy, rng, N, K, bits, n_copies)
         weights = {kernel: kernel_weights(gpu, kernel, planes) for kernel, _ in cases}  # both: tiles
@@ -102,8 +103,7 @@ def main(argv=None):
     ap.add_argument("--bits", type=int, nargs="+", default=list(BITS))
     args = ap.parse_args(argv)
     try:
-        for s in args.shapes:
-            parse_layer(s)
+        shapes = dict(map(parse_layer, args.shapes))
         if not set(args.bits) <= {1, 2, 3, 4}:
             raise ValueError(f"bits: each must be 1..4 (the exact kernels' planes), got {args.bits}")
         cases = tuple(parse_case(c) for c in args.cases)
@@ -112,7 +112,7 @@ def main(argv=None):
     if args.quick:
         run(args.out, shapes=("8B o", "70B down"), bits=(2,))
     else:
-        run(args.out, shapes=tuple(args.shapes), cases=cases, bits=tuple(args.bits),
+        run(args.out, shapes=shapes, cases=cases, bits=tuple(args.bits),
             command="python -m benchmarks.split_sweep " + shlex.join(argv if argv is not None else sys.argv[1:]))
 
 

@@ -26,7 +26,7 @@ from bcq_core.bcq import BCQ
 from bcq_core.checks import check_precision
 from bcq_core.layout import PackedBCQ
 
-from .bcq_linear import BCQLinear
+from .bcq_linear import TILED_MAX_PLANES, BCQLinear
 
 DEFAULT_SKIP = ("lm_head",)
 Quantizer = Callable[[str, np.ndarray], BCQ]
@@ -47,7 +47,7 @@ def bcq_layers(model: nn.Module) -> dict[str, BCQLinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, BCQLinear)}
 
 
-def use_tile_layout(model: nn.Module, max_planes: int = 4) -> nn.Module:
+def use_tile_layout(model: nn.Module, max_planes: int = TILED_MAX_PLANES) -> nn.Module:
     """Keep the planes of every BCQLinear with at most max_planes planes only in the tensor-core kernels'
     tile layout (``BCQLinear.use_tile_layout``), on any device.  A move to CUDA does this by itself for
     layers of at most 4 planes; calling it first tiles on the CPU, so the row-major planes never reach the
