@@ -1,6 +1,7 @@
 """Batches past 16: the int8 tensor-core kernel in launches of 16 rows against dequantize + cuBLAS.
 
     python -m benchmarks.large_batch --out benchmarks/results/h200
+    python -m benchmarks.large_batch --bits 1 --out /tmp/p1       # one precision
 
 The int8 kernel takes at most 16 rows of x per launch, and its cost hardly grows with them; dequantize
 writes the whole float16 W once per call, then cuBLAS multiplies.  So past 16 rows the question is how
@@ -114,7 +115,10 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--quick", action="store_true", help="two layers, 2-bit only, M = 32")
     ap.add_argument("--batches", type=int, nargs="+", default=list(BATCHES), help="batch sizes past 16")
+    ap.add_argument("--bits", type=int, nargs="+", default=list(BITS), help="precisions, 1 to 4 (the int8 kernel's)")
     args = ap.parse_args(argv)
+    if any(not 1 <= p <= 4 for p in args.bits):
+        ap.error(f"bits: each must be 1 to 4 (the int8 kernel reads at most 4 planes), got {args.bits}")
     if any(m <= CHUNK for m in args.batches):
         ap.error(f"batches: each must exceed {CHUNK} (up to {CHUNK} rows the int8 kernel takes one launch), "
                  f"got {args.batches}")
@@ -122,7 +126,7 @@ def main(argv=None):
     if args.quick:
         run(args.out, layers={k: LAYERS[k] for k in ("8B o", "70B down")}, batches=(32,), bits=(2,), command=command)
     else:
-        run(args.out, batches=tuple(args.batches), command=command)
+        run(args.out, batches=tuple(args.batches), bits=tuple(sorted(set(args.bits))), command=command)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,24 @@ using u32 = unsigned int;
 
 constexpr int kMaxPlanes = 8;
 
+// kSignShift[t] = 2^(31 - t): multiplying a plane word by it moves bit t to the sign position.  In
+// constant memory, so that the compiler cannot see the power of two and turn the multiply into a shift:
+// the multiply (IMAD) runs on the FMA pipe, a shift (SHF) on the integer-logic (ALU) pipe, the kernel's
+// busiest (docs/kernels.md).
+__constant__ u32 kSignShift[32] = {
+    1u << 31, 1u << 30, 1u << 29, 1u << 28, 1u << 27, 1u << 26, 1u << 25, 1u << 24,
+    1u << 23, 1u << 22, 1u << 21, 1u << 20, 1u << 19, 1u << 18, 1u << 17, 1u << 16,
+    1u << 15, 1u << 14, 1u << 13, 1u << 12, 1u << 11, 1u << 10, 1u << 9,  1u << 8,
+    1u << 7,  1u << 6,  1u << 5,  1u << 4,  1u << 3,  1u << 2,  1u << 1,  1u << 0};
+
+// alpha_i b_it, b = +-1 from bit t of the plane word: alpha with its sign bit flipped where the bit is
+// clear (exact, -0 for alpha = +0 as the reference's negation).  One IMAD (FMA pipe) and one LOP3 (ALU
+// pipe) per output and plane, where a bit test and a select took two ALU instructions.
+__device__ __forceinline__ float signed_scale(u32 plane_word, int t, u32 alpha_bits) {
+  const u32 at_sign = plane_word * kSignShift[t];
+  return __uint_as_float((~at_sign & 0x80000000u) ^ alpha_bits);
+}
+
 // Where piece v of lane t's word sits in its warp's 128 staging slots: slot 4t + v, its low two bits
 // XOR-ed with bits 1-2 of t, so that the 8 lanes of each 16-byte shared-memory wavefront hit 8 different
 // 16-byte bank groups, both when a lane writes its pieces and when the warp reads 32 consecutive slots.
@@ -28,18 +46,17 @@ __device__ __forceinline__ int stage_slot(int t, int v) { return 4 * t + (v ^ ((
 // pieces to the warp's staging slots of `lane` (each piece as soon as it is made: fewer live registers).
 // P and the offset's presence are compile-time, so the loops hold exactly the operations of this precision:
 // with a run-time p the compiler kept all kMaxPlanes planes' selects and adds, predicated off, and the
-// kernel issued them.  alpha_i b_i is alpha_i with its sign flipped where the bit is clear, so it is exact;
-// __floats2half2_rn rounds each of its two floats to nearest, as __float2half_rn does, in one instruction.
+// kernel issued them.  __floats2half2_rn rounds each of its two floats to nearest, as __float2half_rn does,
+// in one instruction.
 template <int P, bool BETA>
 __device__ __forceinline__ void dequantize_word(const u32* __restrict__ planes, size_t plane_stride, size_t word,
                                                 const __half* __restrict__ alpha, size_t alpha_plane, size_t ag,
                                                 const __half* __restrict__ beta, uint4* warp_stage, int lane) {
-  u32 wd[P];
-  float al[P];
+  u32 wd[P], al[P];  // al: the scales' float32 bits
 #pragma unroll
   for (int i = 0; i < P; ++i) {
     wd[i] = __ldg(planes + i * plane_stride + word);
-    al[i] = __half2float(alpha[i * alpha_plane + ag]);
+    al[i] = __float_as_uint(__half2float(alpha[i * alpha_plane + ag]));
   }
   const float be = BETA ? __half2float(beta[ag]) : 0.0f;
 #pragma unroll
@@ -51,9 +68,9 @@ __device__ __forceinline__ void dequantize_word(const u32* __restrict__ planes, 
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
         const int t = 8 * v + 2 * q + j;
-        w[j] = ((wd[0] >> t) & 1u) ? al[0] : -al[0];
+        w[j] = signed_scale(wd[0], t, al[0]);
 #pragma unroll
-        for (int i = 1; i < P; ++i) w[j] = __fadd_rn(w[j], ((wd[i] >> t) & 1u) ? al[i] : -al[i]);
+        for (int i = 1; i < P; ++i) w[j] = __fadd_rn(w[j], signed_scale(wd[i], t, al[i]));
         if (BETA) w[j] = __fadd_rn(w[j], be);
       }
       const __half2 h = __floats2half2_rn(w[0], w[1]);  // output t in the low half: little-endian order

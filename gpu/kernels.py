@@ -500,16 +500,19 @@ BMMA_UP_TO_BATCH = 2
 LUT_UP_TO_BATCH = 4
 MMA_FROM_WEIGHTS = 1 << 26
 # Past 16 rows, the int8 kernel in launches of 16 rows while there are at most imma_chunk_launches of them,
-# then dequantize + cuBLAS (benchmarks/results/h200/large_batch_h200.md, H200, with the staged dequantize):
-# on layers of at least 2^25 weights two launches won at every p (1.02-1.93x) and three lost on half of
-# them; on smaller ones (8B q/k/v, o) two lost at every p.  p = 1 (not measured) takes p = 2's.
-IMMA_CHUNKS_FROM_WEIGHTS = 1 << 25
-IMMA_CHUNK_LAUNCHES = {1: (1, 2), 2: (1, 2), 3: (1, 2), 4: (1, 2)}  # p: (smaller layers, larger layers)
+# then dequantize + cuBLAS (benchmarks/results/h200/large_batch_h200.md and large_batch_1_bit_h200.md, H200).
+# p: (fewest weights, launches): layers of at least that many weights take up to that many launches, the
+# others none.  Measured: at 1 bit three launches won on every layer of at least 2^25 weights (1.01-1.73x);
+# at 2-3 bits two did (1.10-1.83x) and three lost on half of them; at 4 bits two won from 8B gate+up's
+# 1.2e8 weights up (1.03-1.18x) and lost below 3 x 2^25 (70B q/k/v, 70B o, 8B down: 0.95-0.99x).  On
+# 8B q/k/v and o two launches lost at every p but 1 bit (1.03x on q/k/v).
+IMMA_CHUNK_RULE = {1: (1 << 25, 3), 2: (1 << 25, 2), 3: (1 << 25, 2), 4: (3 << 25, 2)}
 
 
 def imma_chunk_launches(p: int, N: int, K: int) -> int:
     """The most launches of 16 rows bcq_matmul gives the int8 kernel before dequantize + cuBLAS (1: none)."""
-    return IMMA_CHUNK_LAUNCHES[p][N * K >= IMMA_CHUNKS_FROM_WEIGHTS]
+    fewest_weights, launches = IMMA_CHUNK_RULE[p]
+    return launches if N * K >= fewest_weights else 1
 
 
 def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int, tiles=None):

@@ -1,4 +1,4 @@
-r"""Dequantization, the exact arithmetic of gpu/dequant.cu.
+r"""Dequantization, the exact arithmetic of gpu/dequantize.cu.
 
     W_hat[n, k] = fp16( (((alpha_0 b_0) + alpha_1 b_1) + ...) + alpha_{p-1} b_{p-1} [+ beta] )
 
