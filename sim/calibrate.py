@@ -10,7 +10,7 @@ miss costs the same on a 10 us layer and a 300 us one:
     fit_kernel("bcq_lut")     bcq_lut.{step_latency_s, tile_latency_s, split_epilogue_s, fixed_s}
                               <- benchmarks/results/gemv_h100.json bcq_lut rows
     fit_kernel("bcq_dequant") dequantize.{memory_efficiency, fixed_s} <- gemv_h200.json bcq_dequant_cublas rows
-                              (the kernel of gemv_h100.json's rows has been replaced twice since)
+                              (the kernel of gemv_h100.json's rows has been changed three times since)
     fit_kernel("bcq_bmma")    bcq_bmma.{step_latency_s, plane_step_latency_s, fixed_s} <- gemv_h200.json bcq_bmma
     fit_kernel("bcq_imma")    bcq_imma.{step_latency_s, plane_step_latency_s, tile_plane_step_latency_s, fixed_s}
                               <- gemv_h200.json bcq_imma
