@@ -29,6 +29,7 @@ from .gemv import (BITS, GROUP, LAYERS, bcq_bytes, copies_beyond_l2, copy_bandwi
                    kernel_weights, parse_layer, random_weights, save_results, side_by_side_markdown, time_graph)
 
 KERNELS = ("lut_gemv", "bmma_gemv", "imma_gemm", "mma_gemm")  # same arguments: (x, weights, alpha, group_size, out)
+MAX_BITS = 4  # precisions every kernel of KERNELS takes (bmma_gemv, imma_gemm: p <= 4)
 
 
 def load_base(checkout: Path, name: str = "gpu_base"):
@@ -123,7 +124,7 @@ def main(argv=None):
     ap.add_argument("--base", type=Path, required=True, help="a checkout of this repository: its gpu/ is the baseline")
     ap.add_argument("--kernel", default="bmma_gemv", help=f"one of {', '.join(KERNELS)}")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--bits", type=int, nargs="+", default=list(BITS), help="precisions to time (default: all)")
+    ap.add_argument("--bits", type=int, nargs="+", default=list(BITS), help=f"precisions to time, 1 to {MAX_BITS} (default: {BITS})")
     ap.add_argument("--group-size", type=int, default=GROUP, help=f"inputs per scale group (default {GROUP})")
     ap.add_argument("--layers", nargs="+", default=list(LAYERS),
                     help="layers of benchmarks.gemv.LAYERS or NxK shapes (default: every layer of LAYERS)")
@@ -132,8 +133,9 @@ def main(argv=None):
     try:
         check_kernel(args.kernel)
         layers = dict(parse_layer(t) for t in args.layers)
-        if not set(args.bits) <= set(BITS):
-            raise ValueError(f"bits: each must be one of {BITS}, got {args.bits}")
+        if any(not 1 <= p <= MAX_BITS for p in args.bits):
+            raise ValueError(f"bits: each must be 1 to {MAX_BITS} (the tensor-core kernels take at most "
+                             f"{MAX_BITS} planes), got {args.bits}")
         check_group_size(args.group_size, layers)
         base = load_base(args.base)
     except ValueError as e:

@@ -27,7 +27,7 @@ def test_bad_base_and_kernel_are_named(tmp_path, capsys):
     assert "has no gpu/__init__.py" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         kernel_ab.main(["--base", str(tmp_path), "--bits", "3", "5"])
-    assert "bits: each must be one of" in capsys.readouterr().err
+    assert "bits: each must be 1 to 4" in capsys.readouterr().err
     for g in ("96", "0", "48"):                             # 96 does not divide K = 4096; 48 is no multiple of 32
         with pytest.raises(SystemExit):
             kernel_ab.main(["--base", str(tmp_path), "--group-size", g])
