@@ -334,23 +334,18 @@ def target_report(records, h100: bool = True, copy_bandwidth_Bps: float | None =
                    + ("; estimates, its H100 times scaled by the copy bandwidths "
                       f"({H100_COPY_BANDWIDTH_BPS / 1e12:.2f} / {copy_bandwidth_Bps / 1e12:.2f} TB/s):"
                       if copy_bandwidth_Bps else ""))
-    if not h100 and copy_bandwidth_Bps:
-        scale = H100_COPY_BANDWIDTH_BPS / copy_bandwidth_Bps
+    if h100 or copy_bandwidth_Bps:
+        scale = 1.0 if h100 else H100_COPY_BANDWIDTH_BPS / copy_bandwidth_Bps
+        tag, met, missed = ("", "met", "missed") if h100 else ("(estimate) ", "would be met", "would be missed")
         for (layer, M), ap in ANY_PRECISION_H100_US.items():
             for p, ap_us in ap.items():
                 r = best_kernel(idx, layer, M, p)
                 if r:
-                    x = ap_us * scale / r["us"]
-                    out.append(f"(estimate) {layer}, M={M}, {p}-bit vs Any-Precision {ap_us} us x {scale:.2f} = "
-                               f"{ap_us * scale:.1f} us: {r['us']:.1f} us = {x:.2f}x "
-                               f"({'would be met' if x >= 1.5 else 'would be missed, target 1.5x'})")
-    for (layer, M), ap in (ANY_PRECISION_H100_US.items() if h100 else ()):
-        for p, ap_us in ap.items():
-            r = best_kernel(idx, layer, M, p)
-            if r:
-                x = ap_us / r["us"]
-                out.append(f"{layer}, M={M}, {p}-bit vs Any-Precision {ap_us} us: {r['us']:.1f} us = {x:.2f}x "
-                           f"({'met' if x >= 1.5 else 'missed, target 1.5x'})")
+                    peer = ap_us * scale
+                    x = peer / r["us"]
+                    scaled = "" if h100 else f" x {scale:.2f} = {peer:.1f} us"
+                    out.append(f"{tag}{layer}, M={M}, {p}-bit vs Any-Precision {ap_us} us{scaled}: {r['us']:.1f} us = "
+                               f"{x:.2f}x ({met if x >= 1.5 else missed + ', target 1.5x'})")
     for layer in [k for k in LAYERS if k.startswith("70B")]:
         r, f = best_kernel(idx, layer, 8, 2), idx.get((layer, 8, "cublas_fp16", None))
         if r and f:

@@ -24,12 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from bcq_core import checks
+from gpu.kernels import BMMA_MAX_PLANES, IMMA_PLANES
 
 from .gemv import (BITS, GROUP, LAYERS, bcq_bytes, copies_beyond_l2, copy_bandwidth, device_name, gpu_slug,
                    kernel_weights, parse_layer, random_weights, save_results, side_by_side_markdown, time_graph)
 
 KERNELS = ("lut_gemv", "bmma_gemv", "imma_gemm", "mma_gemm")  # same arguments: (x, weights, alpha, group_size, out)
-MAX_BITS = 4  # precisions every kernel of KERNELS takes (bmma_gemv, imma_gemm: p <= 4)
+MAX_BITS = min(BMMA_MAX_PLANES, IMMA_PLANES[-1])  # the most planes every kernel of KERNELS takes
 
 
 def load_base(checkout: Path, name: str = "gpu_base"):
@@ -124,7 +125,8 @@ def main(argv=None):
     ap.add_argument("--base", type=Path, required=True, help="a checkout of this repository: its gpu/ is the baseline")
     ap.add_argument("--kernel", default="bmma_gemv", help=f"one of {', '.join(KERNELS)}")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--bits", type=int, nargs="+", default=list(BITS), help=f"precisions to time, 1 to {MAX_BITS} (default: {BITS})")
+    ap.add_argument("--bits", type=int, nargs="+", default=list(BITS),
+                    help=f"precisions to time, 1 to {MAX_BITS} (default: {BITS})")
     ap.add_argument("--group-size", type=int, default=GROUP, help=f"inputs per scale group (default {GROUP})")
     ap.add_argument("--layers", nargs="+", default=list(LAYERS),
                     help="layers of benchmarks.gemv.LAYERS or NxK shapes (default: every layer of LAYERS)")

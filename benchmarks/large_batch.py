@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gpu.kernels import IMMA_PLANES
 from reference.exact_mma import MAX_MMA_BATCH as CHUNK  # rows per int8 launch
 
 from .gemv import (BITS, GROUP, LAYERS, copies_beyond_l2, device_name, gpu_slug, random_weights, save_results,
@@ -115,10 +116,12 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--quick", action="store_true", help="two layers, 2-bit only, M = 32")
     ap.add_argument("--batches", type=int, nargs="+", default=list(BATCHES), help="batch sizes past 16")
-    ap.add_argument("--bits", type=int, nargs="+", default=list(BITS), help="precisions, 1 to 4 (the int8 kernel's)")
+    ap.add_argument("--bits", type=int, nargs="+", default=list(BITS),
+                    help=f"precisions, {IMMA_PLANES[0]} to {IMMA_PLANES[-1]} (the int8 kernel's)")
     args = ap.parse_args(argv)
-    if any(not 1 <= p <= 4 for p in args.bits):
-        ap.error(f"bits: each must be 1 to 4 (the int8 kernel reads at most 4 planes), got {args.bits}")
+    if not set(args.bits) <= set(IMMA_PLANES):
+        ap.error(f"bits: each must be {IMMA_PLANES[0]} to {IMMA_PLANES[-1]} (the int8 kernel's planes), "
+                 f"got {args.bits}")
     if any(m <= CHUNK for m in args.batches):
         ap.error(f"batches: each must exceed {CHUNK} (up to {CHUNK} rows the int8 kernel takes one launch), "
                  f"got {args.batches}")

@@ -20,11 +20,11 @@ if __name__ == "__main__":
     name = sys.argv[2] if len(sys.argv) > 2 else "lut_gemv"
     kernel = getattr(gpu, name)
     cases = DEQUANTIZE_CASES if name == "dequantize" else CASES
+    tiled = name == "dequantize" or name in gpu.kernels.TILED_KERNELS
     for M, N, K, p in cases[: int(sys.argv[1]) if len(sys.argv) > 1 else None]:
         x = cupy.asarray(rng.standard_normal((M, K)).astype(np.float16))
         planes = cupy.asarray(rng.integers(0, 2 ** 32, size=(p, N, K // 32), dtype=np.uint64).astype(np.uint32))
         alpha = cupy.asarray((rng.random((p, N, K // 128)) * 0.01).astype(np.float16))
-        tiled = name == "dequantize" or name in gpu.kernels.TILED_KERNELS
         weights = gpu.tile_planes(planes) if tiled else planes
         for _ in range(2):
             if name == "dequantize":
