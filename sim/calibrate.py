@@ -62,7 +62,8 @@ FITS = {
 }
 MIN_ROWS = {"fp16": 4, "anyprec": 4, "bcq_lut": 8, "bcq_dequant": 4, "bcq_bmma": 8, "bcq_imma": 8}
 # Where each method was measured (the device its fit runs on); the others are H100 fits.  bcq_dequant's
-# H100 rows are of a dequantize kernel since replaced (by precision at compile time, staged stores).
+# H100 rows are of a dequantize kernel since changed three times (precision at compile time, staged stores,
+# signs flipped on the FMA pipe).
 FIT_DEVICE = {"bcq_bmma": "H200", "bcq_imma": "H200", "bcq_dequant": "H200"}
 
 
