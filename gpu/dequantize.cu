@@ -11,6 +11,7 @@
 #include <cuda_fp16.h>
 // No <stdint.h>: NVRTC does not ship it, so 32-bit words are spelled unsigned int (u32).
 
+#include "divide.cuh"
 #include "tile_layout.cuh"
 
 namespace bcq {
@@ -90,26 +91,28 @@ __device__ __forceinline__ void dequantize_word(const u32* planes, size_t plane_
 
 constexpr int kThreads = 256;
 
+// The launch's divisors come as (magic, shift) pairs from the host (divide.cuh): by_kw for K/32, by_gw for
+// g/32, the words of a group.  The host checks N K/32 < 2^31, so a thread's index fits the 31 bits that
+// divide() takes.
 __global__ void __launch_bounds__(kThreads)
 dequantize(const u32* __restrict__ planes,   // [p, N, K/32], or the tiles [p, NT, KS, 128] if tiled
            const __half* __restrict__ alpha,      // [p, N, G]
            const __half* __restrict__ beta,       // [N, G] or nullptr
            __half* __restrict__ out,              // [N, K], 16-byte aligned
-           int N, int K, int p, int group_size, int tiled) {
+           int N, int KW, u32 kw_magic, u32 kw_shift, int G, u32 gw_magic, u32 gw_shift, int p, int tiled) {
   __shared__ uint4 stage[kThreads * 4];
-  const int KW = K >> 5, lane = threadIdx.x & 31;
-  const size_t total = (size_t)N * KW, idx = (size_t)blockIdx.x * kThreads + threadIdx.x;
+  const int lane = threadIdx.x & 31;
+  const u32 total = (u32)N * KW, idx = blockIdx.x * kThreads + threadIdx.x;
   uint4* warp_stage = stage + (threadIdx.x - lane) * 4;
   if (idx < total) {  // no early return: every lane of the warp takes part in the staged store below
-    const int n = (int)(idx / KW), kw = (int)(idx % KW);
+    const u32 n = divide(idx, kw_magic, kw_shift), kw = idx - n * KW;
     size_t word = idx, plane_stride = total;
     if (tiled) {
       const int NT = (N + kTileRows - 1) / kTileRows, KS = (KW + kTileWords - 1) / kTileWords;
       plane_stride = (size_t)NT * KS * kTileSize;
       word = ((size_t)(n / kTileRows) * KS) * kTileSize + tile_word(n & (kTileRows - 1), kw);
     }
-    const int G = K / group_size;
-    const size_t alpha_plane = (size_t)N * G, ag = (size_t)n * G + kw / (group_size >> 5);  // this word's group
+    const size_t alpha_plane = (size_t)N * G, ag = (size_t)n * G + divide(kw, gw_magic, gw_shift);  // the group
     switch (p) {  // the same for every thread: no divergence
       case 1: dequantize_word<1>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane); break;
       case 2: dequantize_word<2>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane); break;

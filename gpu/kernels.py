@@ -41,6 +41,7 @@ from reference import exact_mma
 from reference.exact_mma import MAX_GROUP, MAX_MMA_BATCH
 from reference.lut_gemv import SPLIT_WORDS, batch_bucket
 
+from .divide import MAX_DIVIDEND, magic_divisor
 from .launch import launch
 
 HERE = Path(__file__).parent
@@ -475,6 +476,9 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None, tiles=Non
                                     group_size)
     if tiled:
         _check_tiles(words, p, N, K)
+    if N * (K // 32) > MAX_DIVIDEND:  # one thread per plane word, indexed in 31 bits (gpu/divide.cuh)
+        raise ValueError(f"{'tiles' if tiled else 'planes'}: N*K/32 must be below 2^31 (one thread per word), "
+                         f"got N={N}, K={K}")
     dev = _check_device_arrays(alpha=alpha, beta=beta, **{"tiles" if tiled else "planes": words})
     cupy = _cupy()
     with _torch_stream_scope(tp):
@@ -485,9 +489,10 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None, tiles=Non
         elif out.data.ptr % 16:
             raise ValueError("out: must start on a 16-byte boundary (the kernel stores 16 bytes at a time)")
         kernel = _module(dev, "dequantize").get_function("bcq::dequantize")
-        total = N * (K // 32)  # one thread per word of a plane
-        kernel((-(-total // 256),), (256,), (words, alpha, _null_or(beta), out, np.int32(N), np.int32(K),
-                                              np.int32(p), np.int32(group_size), np.int32(tiled)))
+        by_kw, by_gw = magic_divisor(KW), magic_divisor(group_size // 32)  # gpu/divide.cuh
+        kernel((-(-N * KW // 256),), (256,), (words, alpha, _null_or(beta), out, np.int32(N), np.int32(KW),
+                                              *map(np.uint32, by_kw), np.int32(G), *map(np.uint32, by_gw),
+                                              np.int32(p), np.int32(tiled)))
     return _back(out, tp)
 
 

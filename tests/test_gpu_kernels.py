@@ -61,10 +61,11 @@ def test_lut_gemv_real_layer_shapes(N, K, p):
 
 
 @SETTINGS
-@given(N=st.integers(1, 200), g=st.sampled_from([32, 64, 128]), G=st.integers(1, 10), p=st.integers(1, 8),
-       with_beta=st.booleans(), from_tiles=st.booleans(), seed=st.integers(0, 2 ** 32 - 1))
+@given(N=st.integers(1, 200), g=st.sampled_from([32, 64, 96, 128, 160, 256]), G=st.integers(1, 10),
+       p=st.integers(1, 8), with_beta=st.booleans(), from_tiles=st.booleans(), seed=st.integers(0, 2 ** 32 - 1))
 def test_dequantize_matches_reference_bytes(N, g, G, p, with_beta, from_tiles, seed):
-    """From the row-major planes or from their tile layout (N, K not multiples of a tile included)."""
+    """From the row-major planes or from their tile layout (N, K not multiples of a tile included; the
+    kernel's divisors K/32 and g/32 powers of two or not)."""
     _, planes, alpha, beta = random_problem(np.random.default_rng(seed), 1, N, g * G, p, g, with_beta=with_beta)
     dp, da, db = (None if a is None else cupy.asarray(a) for a in (planes, alpha, beta))
     K, sentinel = g * G, 0x7E01  # a NaN no output can be
@@ -82,6 +83,14 @@ def test_dequantize_refuses_an_unaligned_out():
     unaligned = cupy.empty(8 * 256 + 8, cupy.float16)[8 - 1:-1].reshape(8, 256)
     with pytest.raises(ValueError, match="out: must start on a 16-byte boundary"):
         gpu.dequantize(cupy.asarray(planes), cupy.asarray(alpha), group_size=128, out=unaligned)
+
+
+def test_dequantize_refuses_more_words_than_its_31_bit_index(monkeypatch):
+    """N K/32 >= 2^31 would need 16 GB of planes; the bound is lowered to test the check."""
+    _, planes, alpha, _ = random_problem(np.random.default_rng(6), 1, 8, 256, 2, 128)
+    monkeypatch.setattr(gpu.kernels, "MAX_DIVIDEND", 8 * 256 // 32 - 1)
+    with pytest.raises(ValueError, match=r"planes: N\*K/32 must be below 2\^31"):
+        gpu.dequantize(cupy.asarray(planes), cupy.asarray(alpha), group_size=128)
 
 
 def test_dequantize_refuses_both_layouts_or_neither():
