@@ -506,18 +506,24 @@ LUT_UP_TO_BATCH = 4
 MMA_FROM_WEIGHTS = 1 << 26
 # Past 16 rows, the int8 kernel in launches of 16 rows while there are at most imma_chunk_launches of them,
 # then dequantize + cuBLAS (benchmarks/results/h200/large_batch_h200.md and large_batch_1_bit_h200.md, H200).
-# p: (fewest weights, launches): layers of at least that many weights take up to that many launches, the
-# others none.  Measured: at 1 bit three launches won on every layer of at least 2^25 weights (1.01-1.73x);
-# at 2-3 bits two did (1.10-1.83x) and three lost on half of them; at 4 bits two won from 8B gate+up's
-# 1.2e8 weights up (1.03-1.18x) and lost below 3 x 2^25 (70B q/k/v, 70B o, 8B down: 0.95-0.99x).  On
-# 8B q/k/v and o two launches lost at every p but 1 bit (1.03x on q/k/v).
-IMMA_CHUNK_RULE = {1: (1 << 25, 3), 2: (1 << 25, 2), 3: (1 << 25, 2), 4: (3 << 25, 2)}
+# p: tiers of (fewest weights, launches): a layer takes the most launches of the tiers whose weights it
+# reaches, and none below them.  Measured at batch 32, 48, 64, 96 on the eight layers (one run, the rule
+# picks the faster path in all 128 cases; the launches' margins shrink as the layer does):
+#   1 bit: two won from 2^25 weights (1.47-2.54x), three from 2^26 (1.06-1.69x; 0.99x on 8B down's
+#          1.75 x 2^25), four from 3 x 2^25 (1.06-1.25x), six nowhere (at most 0.85x);
+#   2 bits: two from 2^25 (1.21-1.80x), three from 3 x 2^25 (1.04-1.20x; at most 0.88x below);
+#   3 bits: two from 2^25 (1.07-1.45x), three nowhere (at most 0.97x);
+#   4 bits: two from 3 x 2^25 (1.00-1.15x; 0.90-0.94x below).
+# 8B q/k/v and o (below 2^25) lost with two launches at every p (0.68-0.99x).
+IMMA_CHUNK_RULE = {1: ((1 << 25, 2), (1 << 26, 3), (3 << 25, 4)),
+                   2: ((1 << 25, 2), (3 << 25, 3)),
+                   3: ((1 << 25, 2),),
+                   4: ((3 << 25, 2),)}
 
 
 def imma_chunk_launches(p: int, N: int, K: int) -> int:
     """The most launches of 16 rows bcq_matmul gives the int8 kernel before dequantize + cuBLAS (1: none)."""
-    fewest_weights, launches = IMMA_CHUNK_RULE[p]
-    return launches if N * K >= fewest_weights else 1
+    return max([1] + [launches for fewest_weights, launches in IMMA_CHUNK_RULE[p] if N * K >= fewest_weights])
 
 
 def bcq_matmul(x, planes, alpha, beta=None, *, group_size: int, tiles=None):

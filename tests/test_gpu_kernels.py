@@ -469,7 +469,7 @@ def test_bcq_matmul_past_16_rows_launches_the_int8_kernel_per_16_rows(p, monkeyp
     """Past 16 rows, up to imma_chunk_launches launches: every row gets the exact contract's bytes (rows
     never interact), for CuPy and for torch inputs (on torch's current stream)."""
     torch = pytest.importorskip("torch")
-    monkeypatch.setitem(gpu.kernels.IMMA_CHUNK_RULE, p, (1, 3))  # this small layer gets 3 launches at every p
+    monkeypatch.setitem(gpu.kernels.IMMA_CHUNK_RULE, p, ((1, 3),))  # this small layer gets 3 launches at every p
     M = 16 * 3 - 5  # a last launch of 11 rows
     x, planes, alpha, beta = random_problem(np.random.default_rng(30 + p), M, 200, 1536, p, 128, with_beta=True)
     dx, dp, da, db = (cupy.asarray(a) for a in (x, planes, alpha, beta))

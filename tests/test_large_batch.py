@@ -29,14 +29,18 @@ def test_batches_must_exceed_one_launch(capsys):
 def test_chunk_rule_takes_launches_of_16_on_larger_layers_only():
     from gpu.kernels import IMMA_CHUNK_RULE, imma_chunk_launches
 
-    assert imma_chunk_launches(1, 8192, 8192) == 3
-    assert all(imma_chunk_launches(p, 8192, 8192) == 2 for p in (2, 3))
+    assert [imma_chunk_launches(1, N, K) for N, K in ((4096, 14336), (8192, 8192), (28672, 4096))] == [2, 3, 4]
+    assert [imma_chunk_launches(2, N, K) for N, K in ((8192, 8192), (28672, 4096))] == [2, 3]
+    assert imma_chunk_launches(3, 57344, 8192) == 2
     assert imma_chunk_launches(4, 10240, 8192) == 1  # 70B q/k/v: below the 4-bit bound
     assert imma_chunk_launches(4, 28672, 4096) == 2  # 8B gate+up
     assert all(imma_chunk_launches(p, 4096, 4096) == 1 for p in (1, 2, 3, 4))
-    for p, (fewest, launches) in IMMA_CHUNK_RULE.items():  # the bound is inclusive
-        assert imma_chunk_launches(p, fewest // 4096, 4096) == launches
-        assert imma_chunk_launches(p, fewest // 4096 - 1, 4096) == 1
+    for p, tiers in IMMA_CHUNK_RULE.items():
+        assert list(tiers) == sorted(tiers) and all(l1 < l2 for (_, l1), (_, l2) in zip(tiers, tiers[1:]))
+        for i, (fewest, launches) in enumerate(tiers):  # each bound is inclusive
+            below = tiers[i - 1][1] if i else 1
+            assert imma_chunk_launches(p, fewest // 4096, 4096) == launches
+            assert imma_chunk_launches(p, fewest // 4096 - 1, 4096) == below
 
 
 def test_bits_must_be_the_int8_kernels(capsys):
