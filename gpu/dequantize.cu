@@ -1,12 +1,15 @@
 // Dequantize multi-precision BCQ to float16 W_hat [N, K] at precision p (prefill, large batches:
 // dequantize once, then cuBLAS).  Bit-exact with reference/dequant.py.
 //
-// One thread per (row n, 32-input word kw): it reads p plane words and p scales and makes 64 bytes of W.
+// One thread per (row pair, 32-input word kw): rows n and n + 8 of a 16-row tile, for which it reads p plane
+// words and p scales each and makes 2 x 64 bytes of W.
 //   for t in 0..31:  w = +-alpha_0;  w = w + (+-alpha_i) for i = 1..p-1;  w = w + beta;  out = fp16(w)
 // The planes come row-major ([p, N, K/32]) or in the tensor-core kernels' tile layout ([p, ceil(N/16),
-// ceil(K/256), 128], bcq_core/layout.py tile_planes).  Either way consecutive threads take consecutive
-// words of a row, so a warp makes 2048 contiguous bytes of W (W is 4-8 times the plane bytes); it
-// stores them through shared memory, each store instruction 512 contiguous bytes.
+// ceil(K/256), 128], bcq_core/layout.py tile_planes), where a word of row n and the same word of row n + 8
+// are neighbours: one 8-byte load reads both, and a warp uses every byte of the sectors it reads (with one
+// row per thread it used half of each).  Consecutive threads take consecutive words of a row pair, so a
+// warp makes 2048 contiguous bytes of W per row (W is 4-8 times the plane bytes); it stores them through
+// shared memory, each store instruction 512 contiguous bytes.
 
 #include <cuda_fp16.h>
 // No <stdint.h>: NVRTC does not ship it, so 32-bit words are spelled unsigned int (u32).
@@ -17,8 +20,6 @@
 namespace bcq {
 
 using u32 = unsigned int;
-
-constexpr int kMaxPlanes = 8;
 
 // kSignShift[t] = 2^(31 - t): multiplying a plane word by it moves bit t to the sign position.  In
 // constant memory, so that the compiler cannot see the power of two and turn the multiply into a shift:
@@ -43,23 +44,15 @@ __device__ __forceinline__ float signed_scale(u32 plane_word, int t, u32 alpha_b
 // 16-byte bank groups, both when a lane writes its pieces and when the warp reads 32 consecutive slots.
 __device__ __forceinline__ int stage_slot(int t, int v) { return 4 * t + (v ^ ((t >> 1) & 3)); }
 
-// One word of W_hat: 32 outputs of row n from word `word` of each of the P planes, written as four 16-byte
-// pieces to the warp's staging slots of `lane` (each piece as soon as it is made: fewer live registers).
-// P and the offset's presence are compile-time, so the loops hold exactly the operations of this precision:
-// with a run-time p the compiler kept all kMaxPlanes planes' selects and adds, predicated off, and the
-// kernel issued them.  __floats2half2_rn rounds each of its two floats to nearest, as __float2half_rn does,
-// in one instruction.
+// The 32 outputs of one word of one row: four 16-byte pieces, written to the warp's staging slots of `lane`
+// (each piece as soon as it is made: fewer live registers).  wd: the row's P plane words; al: its P scales'
+// float32 bits; be: its offset.  P and the offset's presence are compile-time, so the loops hold exactly the
+// operations of this precision: with a run-time p the compiler kept all eight planes' selects and adds,
+// predicated off, and the kernel issued them.  __floats2half2_rn rounds each of its two floats to nearest,
+// as __float2half_rn does, in one instruction.
 template <int P, bool BETA>
-__device__ __forceinline__ void dequantize_word(const u32* __restrict__ planes, size_t plane_stride, size_t word,
-                                                const __half* __restrict__ alpha, size_t alpha_plane, size_t ag,
-                                                const __half* __restrict__ beta, uint4* warp_stage, int lane) {
-  u32 wd[P], al[P];  // al: the scales' float32 bits
-#pragma unroll
-  for (int i = 0; i < P; ++i) {
-    wd[i] = __ldg(planes + i * plane_stride + word);
-    al[i] = __float_as_uint(__half2float(alpha[i * alpha_plane + ag]));
-  }
-  const float be = BETA ? __half2float(beta[ag]) : 0.0f;
+__device__ __forceinline__ void stage_word(const u32 (&wd)[P], const u32 (&al)[P], float be, uint4* warp_stage,
+                                           int lane) {
 #pragma unroll
   for (int v = 0; v < 4; ++v) {
     u32 pair[4];
@@ -81,19 +74,90 @@ __device__ __forceinline__ void dequantize_word(const u32* __restrict__ planes, 
   }
 }
 
-template <int P>
-__device__ __forceinline__ void dequantize_word(const u32* planes, size_t plane_stride, size_t word,
-                                                const __half* alpha, size_t alpha_plane, size_t ag,
-                                                const __half* beta, uint4* warp_stage, int lane) {
-  if (beta != nullptr) dequantize_word<P, true>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane);
-  else dequantize_word<P, false>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane);
+// Where a thread's word sits: rows n0 = 16 tile + r and n0 + 8 (r < 8) of a row tile, word kw of each.
+struct PairWord {
+  int tile, r, kw;
+  bool live;  // the lane has a word (its index is below the grid's total)
+};
+
+// The launch's shape, the same for every thread.
+struct Shape {
+  int N, KW, G;         // rows, words per row, groups per row
+  int KS;               // tiles along K (the tile layout)
+  size_t plane_stride;  // words per plane, in the layout read
+  bool tiled;
+};
+
+// Row n0's word, then row n0 + 8's, each followed by the warp's staged stores of that row.  Every lane of the
+// warp runs it (the stores take pieces from other lanes); a lane without a word makes zeros it never stores.
+template <int P, bool BETA>
+__device__ __forceinline__ void dequantize_pair(const u32* __restrict__ planes, const __half* __restrict__ alpha,
+                                                const __half* __restrict__ beta, __half* __restrict__ out,
+                                                const Shape& sh, const PairWord& at, u32 group, uint4* warp_stage,
+                                                int lane) {
+  const int n0 = 16 * at.tile + at.r;
+  const size_t alpha_plane = (size_t)sh.N * sh.G;
+#pragma unroll 1  // unrolled, the compiler hoists the second row's loads and needs more registers
+  for (int h = 0; h < 2; ++h) {
+    // In the tiles the two rows' words are neighbours (tile_layout.cuh): row n0's load brings their sector
+    // into L1, where row n0 + 8's load finds it (with one row per thread, half of each sector read was used).
+    const int n = n0 + 8 * h;
+    const bool live = at.live && n < sh.N;
+    const size_t ag = (size_t)n * sh.G + group;
+    const u32* wp = planes + (sh.tiled ? (size_t)at.tile * sh.KS * kTileSize + tile_word(at.r + 8 * h, at.kw)
+                                       : (size_t)n * sh.KW + at.kw);
+    u32 wd[P], al[P];  // al: the scales' float32 bits
+    float be = 0.0f;
+    if (live) {
+#pragma unroll
+      for (int i = 0; i < P; ++i) {
+        wd[i] = __ldg(wp + i * sh.plane_stride);
+        al[i] = __float_as_uint(__half2float(alpha[i * alpha_plane + ag]));
+      }
+      if (BETA) be = __half2float(beta[ag]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < P; ++i) wd[i] = al[i] = 0u;
+    }
+    stage_word<P, BETA>(wd, al, be, warp_stage, lane);
+    // Word kw of row n is bytes [64 (n K/32 + kw), + 64) of W.  Stored by each lane (four 16-byte stores 64
+    // bytes apart) every store instruction would touch 16 lines in 16-byte halves of sectors; staged, store v
+    // writes the 512 bytes of slots 32 v .. 32 v + 31, whose owners (lanes 8 v .. 8 v + 7) hold consecutive
+    // words of one row except where the warp crosses from one row pair to the next.
+    __syncwarp();
+    const u32 mine = live ? (u32)n * sh.KW + at.kw : 0xFFFFFFFFu;  // this lane's word of W, or none
+#pragma unroll
+    for (int v = 0; v < 4; ++v) {
+      const int slot = 32 * v + lane, owner = slot >> 2;  // the lane whose word this 16-byte piece is
+      const u32 w = __shfl_sync(0xFFFFFFFFu, mine, owner);
+      if (w != 0xFFFFFFFFu)
+        reinterpret_cast<uint4*>(out)[(size_t)w * 4 + (slot & 3)] = warp_stage[stage_slot(owner, slot & 3)];
+    }
+    __syncwarp();  // the slots are written again for the second row
+  }
+}
+
+// dequantize_pair<p> for the run-time p in [P, TO]: one compiled loop per precision, picked at entry (the
+// same for every thread: no divergence).
+template <int P, int TO>
+__device__ __forceinline__ void dequantize_pair_of(int p, const u32* planes, const __half* alpha,
+                                                   const __half* beta, __half* out, const Shape& sh,
+                                                   const PairWord& at, u32 group, uint4* warp_stage, int lane) {
+  if constexpr (P < TO) {
+    if (p != P) return dequantize_pair_of<P + 1, TO>(p, planes, alpha, beta, out, sh, at, group, warp_stage, lane);
+  }
+  if (beta != nullptr) dequantize_pair<P, true>(planes, alpha, beta, out, sh, at, group, warp_stage, lane);
+  else dequantize_pair<P, false>(planes, alpha, beta, out, sh, at, group, warp_stage, lane);
 }
 
 constexpr int kThreads = 256;
 
+// One kernel per range of precisions [FROM, TO] (gpu/kernels.py: 1-4 and 5-8), because a kernel's registers
+// are those of its most demanding precision: one kernel for 1-8 took 64 registers, the 1-4 kernel takes 40.
 // The launch's divisors come as (magic, shift) pairs from the host (divide.cuh): by_kw for K/32, by_gw for
-// g/32, the words of a group.  The host checks N K/32 < 2^31, so a thread's index fits the 31 bits that
-// divide() takes.
+// g/32, the words of a group.  The host checks 8 ceil(N/16) K/32 < 2^31, so a thread's index fits the 31
+// bits that divide() takes.
+template <int FROM, int TO>
 __global__ void __launch_bounds__(kThreads)
 dequantize(const u32* __restrict__ planes,   // [p, N, K/32], or the tiles [p, NT, KS, 128] if tiled
            const __half* __restrict__ alpha,      // [p, N, G]
@@ -101,40 +165,17 @@ dequantize(const u32* __restrict__ planes,   // [p, N, K/32], or the tiles [p, N
            __half* __restrict__ out,              // [N, K], 16-byte aligned
            int N, int KW, u32 kw_magic, u32 kw_shift, int G, u32 gw_magic, u32 gw_shift, int p, int tiled) {
   __shared__ uint4 stage[kThreads * 4];
-  const int lane = threadIdx.x & 31;
-  const u32 total = (u32)N * KW, idx = blockIdx.x * kThreads + threadIdx.x;
-  uint4* warp_stage = stage + (threadIdx.x - lane) * 4;
-  if (idx < total) {  // no early return: every lane of the warp takes part in the staged store below
-    const u32 n = divide(idx, kw_magic, kw_shift), kw = idx - n * KW;
-    size_t word = idx, plane_stride = total;
-    if (tiled) {
-      const int NT = (N + kTileRows - 1) / kTileRows, KS = (KW + kTileWords - 1) / kTileWords;
-      plane_stride = (size_t)NT * KS * kTileSize;
-      word = ((size_t)(n / kTileRows) * KS) * kTileSize + tile_word(n & (kTileRows - 1), kw);
-    }
-    const size_t alpha_plane = (size_t)N * G, ag = (size_t)n * G + divide(kw, gw_magic, gw_shift);  // the group
-    switch (p) {  // the same for every thread: no divergence
-      case 1: dequantize_word<1>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane); break;
-      case 2: dequantize_word<2>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane); break;
-      case 3: dequantize_word<3>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane); break;
-      case 4: dequantize_word<4>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane); break;
-      case 5: dequantize_word<5>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane); break;
-      case 6: dequantize_word<6>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane); break;
-      case 7: dequantize_word<7>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane); break;
-      default: dequantize_word<kMaxPlanes>(planes, plane_stride, word, alpha, alpha_plane, ag, beta, warp_stage, lane); break;
-    }
+  const int lane = threadIdx.x & 31, NT = (N + kTileRows - 1) / kTileRows, KS = (KW + kTileWords - 1) / kTileWords;
+  const Shape sh{N, KW, G, KS, tiled ? (size_t)NT * KS * kTileSize : (size_t)N * KW, tiled != 0};
+  // Thread idx takes word kw of row pair q = idx / (K/32): consecutive threads, consecutive words.
+  const u32 total = (u32)NT * (kTileRows / 2) * KW, idx = blockIdx.x * kThreads + threadIdx.x;
+  PairWord at{0, 0, 0, false};
+  if (idx < total) {
+    const u32 q = divide(idx, kw_magic, kw_shift);
+    at = {(int)(q >> 3), (int)(q & 7), (int)(idx - q * KW), true};
   }
-  // Word idx is bytes [64 idx, 64 idx + 64) of W, so the warp's 32 words are 2048 contiguous bytes.  Stored
-  // by each lane (four 16-byte stores 64 bytes apart) every store instruction would touch 16 lines in
-  // 16-byte halves of sectors; staged, store v writes the 512 bytes of slots 32 v .. 32 v + 31.
-  __syncwarp();
-  const size_t warp_first = idx - lane;
-  uint4* warp_out = reinterpret_cast<uint4*>(out) + warp_first * 4;
-#pragma unroll
-  for (int v = 0; v < 4; ++v) {
-    const int slot = 32 * v + lane, owner = slot >> 2;  // the lane whose word this 16-byte piece is
-    if (warp_first + owner < total) warp_out[slot] = warp_stage[stage_slot(owner, slot & 3)];
-  }
+  dequantize_pair_of<FROM, TO>(p, planes, alpha, beta, out, sh, at, divide(at.kw, gw_magic, gw_shift),
+                               stage + (threadIdx.x - lane) * 4, lane);
 }
 
 }  // namespace bcq

@@ -79,7 +79,7 @@ def _module(device_id: int, name: str, split: int = exact_mma.SPLIT_CHOICES[0]):
              "bmma_gemv": ["bcq::encode_bits"] + [f"bcq::bmma_gemv<{s}, {m}, {q}>" for s, m in BMMA_INSTANCES
                                                   for q in bmma_parts_choices(s, m)],
              "imma_gemm": ["bcq::encode_digits"] + [f"bcq::imma_gemm<{p}, {m}, {t}>" for p, m, t in IMMA_INSTANCES],
-             "dequantize": ["bcq::dequantize"]}[name]
+             "dequantize": [f"bcq::dequantize<{a}, {b}>" for a, b in DEQUANTIZE_PLANE_RANGES]}[name]
     # the exact kernels' split (reference/exact_mma.py: contract_split) is a compile-time constant:
     # one module per split length in use (a model has a few layer shapes), so it costs their loops no register
     options = NVRTC_OPTIONS + (f"-DBCQ_EXACT_SPLIT_INPUTS={split}",)
@@ -458,6 +458,16 @@ def _encoded(device_id: int, stream_ptr: int, n_words: int):
     return buf[:n_words]
 
 
+# gpu/dequantize.cu is compiled once per range of precisions: a kernel's registers are those of its most
+# demanding precision (48 for p <= 4, 64 for 5-8, as one kernel 64 for all).
+DEQUANTIZE_PLANE_RANGES = ((1, 4), (5, 8))
+
+
+def _dequantize_threads(N: int, K: int) -> int:
+    """One thread per word of a row pair (rows n, n + 8 of a 16-row tile): 8 ceil(N/16) K/32."""
+    return 8 * -(-N // 16) * (K // 32)
+
+
 def dequantize(planes, alpha, beta=None, *, group_size: int, out=None, tiles=None):
     """W_hat float16 [N, K] at precision p = alpha.shape[0]; bit-exact with reference.dequantize_fp16.
 
@@ -476,9 +486,9 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None, tiles=Non
                                     group_size)
     if tiled:
         _check_tiles(words, p, N, K)
-    if N * (K // 32) > MAX_DIVIDEND:  # one thread per plane word, indexed in 31 bits (gpu/divide.cuh)
-        raise ValueError(f"{'tiles' if tiled else 'planes'}: N*K/32 must be below 2^31 (one thread per word), "
-                         f"got N={N}, K={K}")
+    if _dequantize_threads(N, K) > MAX_DIVIDEND:  # indexed in 31 bits (gpu/divide.cuh)
+        raise ValueError(f"{'tiles' if tiled else 'planes'}: 8*ceil(N/16)*K/32 must be below 2^31 (one thread per "
+                         f"word of a row pair), got N={N}, K={K}")
     dev = _check_device_arrays(alpha=alpha, beta=beta, **{"tiles" if tiled else "planes": words})
     cupy = _cupy()
     with _torch_stream_scope(tp):
@@ -488,9 +498,10 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None, tiles=Non
             raise ValueError(f"out: must be a C-contiguous float16 {(N, K)} array")
         elif out.data.ptr % 16:
             raise ValueError("out: must start on a 16-byte boundary (the kernel stores 16 bytes at a time)")
-        kernel = _module(dev, "dequantize").get_function("bcq::dequantize")
+        first, last = next(r for r in DEQUANTIZE_PLANE_RANGES if r[0] <= p <= r[1])
+        kernel = _module(dev, "dequantize").get_function(f"bcq::dequantize<{first}, {last}>")
         by_kw, by_gw = magic_divisor(KW), magic_divisor(group_size // 32)  # gpu/divide.cuh
-        kernel((-(-N * KW // 256),), (256,), (words, alpha, _null_or(beta), out, np.int32(N), np.int32(KW),
+        kernel((-(-_dequantize_threads(N, K) // 256),), (256,), (words, alpha, _null_or(beta), out, np.int32(N), np.int32(KW),
                                               *map(np.uint32, by_kw), np.int32(G), *map(np.uint32, by_gw),
                                               np.int32(p), np.int32(tiled)))
     return _back(out, tp)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu.kernels import BATCH_BUCKETS, BMMA_INSTANCES, IMMA_INSTANCES, bmma_parts_choices
+from gpu.kernels import BATCH_BUCKETS, BMMA_INSTANCES, DEQUANTIZE_PLANE_RANGES, IMMA_INSTANCES, bmma_parts_choices
 from reference.exact_mma import SPLIT_CHOICES, contract_split
 
 GPU_DIR = Path(__file__).resolve().parent.parent / "gpu"
@@ -15,7 +15,9 @@ LUT_ARGS = ("const __half*, const bcq::u32*, const __half*, const __half*, __hal
             "int, int, int, int, int, int")
 INSTANTIATIONS = {
     "lut_gemv.cu": [f"template __global__ void bcq::lut_gemv<{m}>({LUT_ARGS});" for m in BATCH_BUCKETS],
-    "dequantize.cu": [],
+    "dequantize.cu": [f"template __global__ void bcq::dequantize<{a}, {b}>(const bcq::u32*, const __half*, "
+                      "const __half*, __half*, int, int, unsigned int, unsigned int, int, unsigned int, unsigned int, "
+                      "int, int);" for a, b in DEQUANTIZE_PLANE_RANGES],
     "mma_gemm.cu": [f"template __global__ void bcq::mma_gemm<{t}>(const bcq::u32*, const int*, const int*, "
                     "const bcq::u32*, const __half*, const __half*, __half*, float*, unsigned int*, "
                     "int, int, int, int, int);" for t in (1, 2)],

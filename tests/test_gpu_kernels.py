@@ -86,10 +86,10 @@ def test_dequantize_refuses_an_unaligned_out():
 
 
 def test_dequantize_refuses_more_words_than_its_31_bit_index(monkeypatch):
-    """N K/32 >= 2^31 would need 16 GB of planes; the bound is lowered to test the check."""
+    """8 ceil(N/16) K/32 >= 2^31 threads would need 16 GB of planes; the bound is lowered to test the check."""
     _, planes, alpha, _ = random_problem(np.random.default_rng(6), 1, 8, 256, 2, 128)
     monkeypatch.setattr(gpu.kernels, "MAX_DIVIDEND", 8 * 256 // 32 - 1)
-    with pytest.raises(ValueError, match=r"planes: N\*K/32 must be below 2\^31"):
+    with pytest.raises(ValueError, match=r"planes: 8\*ceil\(N/16\)\*K/32 must be below 2\^31"):
         gpu.dequantize(cupy.asarray(planes), cupy.asarray(alpha), group_size=128)
 
 
