@@ -518,18 +518,19 @@ MMA_FROM_WEIGHTS = 1 << 26
 # Past 16 rows, the int8 kernel in launches of 16 rows while there are at most imma_chunk_launches of them,
 # then dequantize + cuBLAS (benchmarks/results/h200/large_batch_h200.md and large_batch_1_bit_h200.md, H200).
 # p: tiers of (fewest weights, launches): a layer takes the most launches of the tiers whose weights it
-# reaches, and none below them.  Measured at batch 32, 48, 64, 96 on the eight layers (one run, the rule
-# picks the faster path in all 128 cases; the launches' margins shrink as the layer does):
-#   1 bit: two won from 2^25 weights (1.47-2.54x), three from 2^26 (1.06-1.69x; 0.99x on 8B down's
-#          1.75 x 2^25), four from 3 x 2^25 (1.06-1.25x), six nowhere (at most 0.85x);
-#   2 bits: two from 2^25 (1.21-1.80x), three from 3 x 2^25 (1.04-1.20x; at most 0.88x below);
-#   3 bits: two from 2^25 (1.07-1.45x), three nowhere (at most 0.97x);
-#   4 bits: two from 3 x 2^25 (1.00-1.15x; 0.90-0.94x below).
-# 8B q/k/v and o (below 2^25) lost with two launches at every p (0.68-0.99x).
+# reaches, and none below them.  Measured at batch 32, 48, 64, 96 on the eight layers (the rule picks the
+# faster path in all 128 cases of the last run, 126 of the run before; the launches' margins shrink as the
+# layer does):
+#   1 bit: two won from 2^25 weights (1.47-2.55x), three from 2^26 (1.06-1.72x; 0.99x on 8B down's
+#          1.75 x 2^25), four from 3 x 2^25 (1.07-1.27x), six nowhere (at most 0.85x);
+#   2 bits: two from 2^25 (1.16-1.74x), three from 3 x 2^26 (1.02-1.16x; 0.97x on 8B gate+up's 3.5 x 2^25);
+#   3 bits: two from 2^25 (1.01-1.41x), three nowhere (at most 0.89x);
+#   4 bits: two from 3 x 2^26 (1.01-1.12x; at most 0.93x below).
+# 8B q/k/v and o (below 2^25) lost with two launches at every p (0.61-0.96x).
 IMMA_CHUNK_RULE = {1: ((1 << 25, 2), (1 << 26, 3), (3 << 25, 4)),
-                   2: ((1 << 25, 2), (3 << 25, 3)),
+                   2: ((1 << 25, 2), (3 << 26, 3)),
                    3: ((1 << 25, 2),),
-                   4: ((3 << 25, 2),)}
+                   4: ((3 << 26, 2),)}
 
 
 def imma_chunk_launches(p: int, N: int, K: int) -> int:

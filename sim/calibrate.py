@@ -10,7 +10,7 @@ miss costs the same on a 10 us layer and a 300 us one:
     fit_kernel("bcq_lut")     bcq_lut.{step_latency_s, tile_latency_s, split_epilogue_s, fixed_s}
                               <- benchmarks/results/gemv_h100.json bcq_lut rows
     fit_kernel("bcq_dequant") dequantize.{memory_efficiency, fixed_s} <- gemv_h200.json bcq_dequant_cublas rows
-                              (the kernel of gemv_h100.json's rows has been changed four times since)
+                              (the kernel of gemv_h100.json's rows has been changed five times since)
     fit_kernel("bcq_bmma")    bcq_bmma.{step_latency_s, plane_step_latency_s, fixed_s} <- gemv_h200.json bcq_bmma
     fit_kernel("bcq_imma")    bcq_imma.{step_latency_s, plane_step_latency_s, tile_plane_step_latency_s, fixed_s}
                               <- gemv_h200.json bcq_imma
@@ -62,8 +62,8 @@ FITS = {
 }
 MIN_ROWS = {"fp16": 4, "anyprec": 4, "bcq_lut": 8, "bcq_dequant": 4, "bcq_bmma": 8, "bcq_imma": 8}
 # Where each method was measured (the device its fit runs on); the others are H100 fits.  bcq_dequant's
-# H100 rows are of a dequantize kernel since changed four times (precision at compile time, staged stores,
-# signs flipped on the FMA pipe, index arithmetic by multiply-high).
+# H100 rows are of a dequantize kernel since changed five times (precision at compile time, staged stores,
+# signs flipped on the FMA pipe, index arithmetic by multiply-high, a thread per row pair).
 FIT_DEVICE = {"bcq_bmma": "H200", "bcq_imma": "H200", "bcq_dequant": "H200"}
 
 

@@ -30,10 +30,10 @@ def test_chunk_rule_takes_launches_of_16_on_larger_layers_only():
     from gpu.kernels import IMMA_CHUNK_RULE, imma_chunk_launches
 
     assert [imma_chunk_launches(1, N, K) for N, K in ((4096, 14336), (8192, 8192), (28672, 4096))] == [2, 3, 4]
-    assert [imma_chunk_launches(2, N, K) for N, K in ((8192, 8192), (28672, 4096))] == [2, 3]
+    assert [imma_chunk_launches(2, N, K) for N, K in ((28672, 4096), (8192, 28672))] == [2, 3]
     assert imma_chunk_launches(3, 57344, 8192) == 2
-    assert imma_chunk_launches(4, 10240, 8192) == 1  # 70B q/k/v: below the 4-bit bound
-    assert imma_chunk_launches(4, 28672, 4096) == 2  # 8B gate+up
+    assert imma_chunk_launches(4, 28672, 4096) == 1  # 8B gate+up: below the 4-bit bound
+    assert imma_chunk_launches(4, 8192, 28672) == 2  # 70B down
     assert all(imma_chunk_launches(p, 4096, 4096) == 1 for p in (1, 2, 3, 4))
     for p, tiers in IMMA_CHUNK_RULE.items():
         assert list(tiers) == sorted(tiers) and all(l1 < l2 for (_, l1), (_, l2) in zip(tiers, tiers[1:]))
