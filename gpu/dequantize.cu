@@ -6,10 +6,10 @@
 //   for t in 0..31:  w = +-alpha_0;  w = w + (+-alpha_i) for i = 1..p-1;  w = w + beta;  out = fp16(w)
 // The planes come row-major ([p, N, K/32]) or in the tensor-core kernels' tile layout ([p, ceil(N/16),
 // ceil(K/256), 128], bcq_core/layout.py tile_planes), where a word of row n and the same word of row n + 8
-// are neighbours: one 8-byte load reads both, and a warp uses every byte of the sectors it reads (with one
-// row per thread it used half of each).  Consecutive threads take consecutive words of a row pair, so a
-// warp makes 2048 contiguous bytes of W per row (W is 4-8 times the plane bytes); it stores them through
-// shared memory, each store instruction 512 contiguous bytes.
+// are neighbours in one 32-byte sector.  A thread's fixed work (index, group, addresses) is spread over 64
+// outputs.  Consecutive threads take consecutive words of a row pair, so a warp makes 2048 contiguous bytes
+// of W per row (W is 4-8 times the plane bytes); it stores them through shared memory, each store
+// instruction 512 contiguous bytes.
 
 #include <cuda_fp16.h>
 // No <stdint.h>: NVRTC does not ship it, so 32-bit words are spelled unsigned int (u32).
@@ -100,7 +100,8 @@ __device__ __forceinline__ void dequantize_pair(const u32* __restrict__ planes, 
 #pragma unroll 1  // unrolled, the compiler hoists the second row's loads and needs more registers
   for (int h = 0; h < 2; ++h) {
     // In the tiles the two rows' words are neighbours (tile_layout.cuh): row n0's load brings their sector
-    // into L1, where row n0 + 8's load finds it (with one row per thread, half of each sector read was used).
+    // into L1, where row n0 + 8's load could find it (Nsight Compute says it mostly does not: L2 reads fell
+    // by 8 % only; docs/kernels.md).
     const int n = n0 + 8 * h;
     const bool live = at.live && n < sh.N;
     const size_t ag = (size_t)n * sh.G + group;
@@ -153,7 +154,7 @@ __device__ __forceinline__ void dequantize_pair_of(int p, const u32* planes, con
 constexpr int kThreads = 256;
 
 // One kernel per range of precisions [FROM, TO] (gpu/kernels.py: 1-4 and 5-8), because a kernel's registers
-// are those of its most demanding precision: one kernel for 1-8 took 64 registers, the 1-4 kernel takes 40.
+// are those of its most demanding precision: one kernel for 1-8 took 64 registers, the 1-4 kernel takes 48.
 // The launch's divisors come as (magic, shift) pairs from the host (divide.cuh): by_kw for K/32, by_gw for
 // g/32, the words of a group.  The host checks 8 ceil(N/16) K/32 < 2^31, so a thread's index fits the 31
 // bits that divide() takes.

@@ -501,9 +501,9 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None, tiles=Non
         first, last = next(r for r in DEQUANTIZE_PLANE_RANGES if r[0] <= p <= r[1])
         kernel = _module(dev, "dequantize").get_function(f"bcq::dequantize<{first}, {last}>")
         by_kw, by_gw = magic_divisor(KW), magic_divisor(group_size // 32)  # gpu/divide.cuh
-        kernel((-(-_dequantize_threads(N, K) // 256),), (256,), (words, alpha, _null_or(beta), out, np.int32(N), np.int32(KW),
-                                              *map(np.uint32, by_kw), np.int32(G), *map(np.uint32, by_gw),
-                                              np.int32(p), np.int32(tiled)))
+        kernel((-(-_dequantize_threads(N, K) // 256),), (256,),
+               (words, alpha, _null_or(beta), out, np.int32(N), np.int32(KW), *map(np.uint32, by_kw), np.int32(G),
+                *map(np.uint32, by_gw), np.int32(p), np.int32(tiled)))
     return _back(out, tp)
 
 
