@@ -24,7 +24,7 @@ synchronise the host, use no float atomics, and can be captured in a CUDA graph.
 
 Compiled instantiations (``cupy.RawModule(name_expressions=...)``): ``bcq::lut_gemv<Mp>`` for the
 batch buckets Mp = 1, 2, 4, 8, 16, 32, the tensor-core kernels' variants (``_module`` lists them) and
-``bcq::dequantize``.  NVRTC compiles them on first use;
+``bcq::dequantize<FROM, TO>`` for the plane ranges of DEQUANTIZE_PLANE_RANGES.  NVRTC compiles them on first use;
 CuPy caches the binaries on disk.
 """
 from __future__ import annotations
