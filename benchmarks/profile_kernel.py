@@ -3,7 +3,9 @@
     ncu --section SpeedOfLight --section WarpStateStats python -m benchmarks.profile_kernel [n_cases] [kernel]
 
 kernel: lut_gemv (default), bmma_gemv, imma_gemm or dequantize (W_hat from the tiles of 70B gate+up,
-2 then 4 bits: launches 2 and 4 of the kernel are the measured ones).
+2 then 4 bits: launches 2 and 4 of the kernel are the measured ones), or copy: an elementwise copy of a
+float16 array of W_hat's size (70B gate+up), the yardstick for dequantize's L2 and DRAM counters
+(ncu -k regex:copy; launch 2 is the measured one).
 """
 import sys
 
@@ -18,6 +20,15 @@ DEQUANTIZE_CASES = [(1, 57344, 8192, 2), (1, 57344, 8192, 4)]
 if __name__ == "__main__":
     rng = np.random.default_rng(0)
     name = sys.argv[2] if len(sys.argv) > 2 else "lut_gemv"
+    if name == "copy":
+        _, N, K, _ = DEQUANTIZE_CASES[0]
+        src, dst = cupy.empty((N, K), cupy.float16), cupy.empty((N, K), cupy.float16)  # the values do not matter
+        copy = cupy.ElementwiseKernel("T x", "T y", "y = x", "copy_w")  # a kernel: copyto would be a memcpy
+        for _ in range(2):
+            copy(src, dst)
+        cupy.cuda.Device().synchronize()
+        print(N, K, "copy", src.nbytes, "bytes")
+        sys.exit(0)
     kernel = getattr(gpu, name)
     cases = DEQUANTIZE_CASES if name == "dequantize" else CASES
     tiled = name == "dequantize" or name in gpu.kernels.TILED_KERNELS

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from bcq_core import layout
-from bcq_core.layout import tile_shape
+from bcq_core.layout import TILE_ROWS, tile_shape
 from reference.checks import MAX_LUT_BATCH, check_gemv_args
 from reference import exact_mma
 from reference.exact_mma import MAX_GROUP, MAX_MMA_BATCH
@@ -465,7 +465,8 @@ DEQUANTIZE_PLANE_RANGES = ((1, 4), (5, 8))
 
 def _dequantize_threads(N: int, K: int) -> int:
     """One thread per word of a row pair (rows n, n + 8 of a 16-row tile): 8 ceil(N/16) K/32."""
-    return 8 * -(-N // 16) * (K // 32)
+    _, row_tiles, _, _ = tile_shape(1, N, K // 32)
+    return row_tiles * (TILE_ROWS // 2) * (K // 32)
 
 
 def dequantize(planes, alpha, beta=None, *, group_size: int, out=None, tiles=None):
@@ -486,7 +487,8 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None, tiles=Non
                                     group_size)
     if tiled:
         _check_tiles(words, p, N, K)
-    if _dequantize_threads(N, K) > MAX_DIVIDEND:  # indexed in 31 bits (gpu/divide.cuh)
+    threads = _dequantize_threads(N, K)
+    if threads > MAX_DIVIDEND:  # indexed in 31 bits (gpu/divide.cuh)
         raise ValueError(f"{'tiles' if tiled else 'planes'}: 8*ceil(N/16)*K/32 must be below 2^31 (one thread per "
                          f"word of a row pair), got N={N}, K={K}")
     dev = _check_device_arrays(alpha=alpha, beta=beta, **{"tiles" if tiled else "planes": words})
@@ -501,7 +503,7 @@ def dequantize(planes, alpha, beta=None, *, group_size: int, out=None, tiles=Non
         first, last = next(r for r in DEQUANTIZE_PLANE_RANGES if r[0] <= p <= r[1])
         kernel = _module(dev, "dequantize").get_function(f"bcq::dequantize<{first}, {last}>")
         by_kw, by_gw = magic_divisor(KW), magic_divisor(group_size // 32)  # gpu/divide.cuh
-        kernel((-(-_dequantize_threads(N, K) // 256),), (256,),
+        kernel((-(-threads // 256),), (256,),
                (words, alpha, _null_or(beta), out, np.int32(N), np.int32(KW), *map(np.uint32, by_kw), np.int32(G),
                 *map(np.uint32, by_gw), np.int32(p), np.int32(tiled)))
     return _back(out, tp)
