@@ -293,6 +293,14 @@ def markdown(meta, records) -> str:
             rs = [idx.get((layer, M, method, p)) for p in (2, 3, 4)]
             cells.append(" / ".join(f"{r['us']:.1f}" for r in rs) if all(rs) else "-")
         lines.append(f"| {layer} | {M} | {f['us']:.1f} | " + " | ".join(cells) + " |")
+    lines += ["", "## One decoder layer's linears (q/k/v + o + gate+up + down)", "",
+              "The sum of the four layers' rows above: the linear-layer time of one Llama-3.1 decoder block per "
+              "token step, each layer on its fastest bit-exact kernel (attention, norms and the LM head not "
+              "included).", "",
+              "| model | M | FP16 us | 2-bit us | 3-bit us | 4-bit us | x FP16 2/3/4 |", "|---|---|---|---|---|---|---|"]
+    for model, M, fp16_us, bcq_us in decoder_layer_sums(records):
+        lines.append(f"| {model} | {M} | {fp16_us:.1f} | " + " | ".join(f"{u:.1f}" for u in bcq_us) + " | "
+                     + " / ".join(f"{fp16_us / u:.2f}" for u in bcq_us) + " |")
     lines += ["", "## Targets", ""] + [f"- {t}" for t in target_report(records, is_h100(meta),
                                                                          meta.get("copy_bandwidth_Bps"))]
     return "\n".join(lines) + "\n"
@@ -305,6 +313,22 @@ def best_kernel(idx, layer, M, p):
     """The fastest of our bit-exact kernels at (layer, M, p), or None."""
     rs = [idx[k] for k in ((layer, M, m, p) for m in KERNEL_NAMES) if k in idx]
     return min(rs, key=lambda r: r["us"]) if rs else None
+
+
+def decoder_layer_sums(records):
+    """[(model, M, FP16 us, [2-, 3-, 4-bit us])]: per model (8B, 70B) and batch, the sum over the layers of
+    one decoder block (every LAYERS entry of that model), each at its fastest bit-exact kernel.  A (model, M)
+    with any layer or precision missing is left out."""
+    idx = {(r["layer"], r["M"], r["method"], r["bits"]): r for r in records}
+    out = []
+    for model in dict.fromkeys(name.split()[0] for name in LAYERS):
+        layers = [name for name in LAYERS if name.split()[0] == model]
+        for M in sorted({r["M"] for r in records}):
+            fp16 = [idx.get((layer, M, "cublas_fp16", None)) for layer in layers]
+            best = [[best_kernel(idx, layer, M, p) for layer in layers] for p in BITS]
+            if all(fp16) and all(all(b) for b in best):
+                out.append((model, M, sum(r["us"] for r in fp16), [sum(r["us"] for r in b) for b in best]))
+    return out
 
 
 def target_report(records, h100: bool = True, copy_bandwidth_Bps: float | None = None):

@@ -1,7 +1,7 @@
 """The GEMV benchmark's report (no GPU needed): file naming by GPU, targets, peers compared only on an H100."""
 import pytest
 
-from benchmarks.gemv import LAYERS, bcq_bytes, fp16_bytes, gpu_slug, markdown, target_report
+from benchmarks.gemv import LAYERS, bcq_bytes, decoder_layer_sums, fp16_bytes, gpu_slug, markdown, target_report
 
 
 @pytest.mark.parametrize("name, slug", [("NVIDIA H100 80GB HBM3", "h100"), ("NVIDIA H200", "h200"),
@@ -79,3 +79,17 @@ def test_bmma_parts_table_marks_the_rules_cost_and_unequal_bytes():
     assert "| 70B o | 1 | 2 | 15.0 | 12.5 | 2 | 2 | 1.00 | yes |" in md
     assert "| 70B down | 1 | 4 | 46.0 | 61.0 | 2 | 1 | 1.33 | **no** |" in md   # the rule's pick costs 1.33x
     assert "parts 1 / picked: min 0.75×, median 0.98×, max 1.20×; outputs equal in 1 of 2 cases." in md
+
+
+def test_decoder_layer_sums_add_each_models_four_layers_at_their_fastest_kernel():
+    recs = _records(10.0)
+    recs += [dict(r, method="bcq_bmma", us=4.0) for r in recs if r["method"] == "bcq_lut" and r["layer"] == "8B o"]
+    sums = {(model, M): (fp16, bcq) for model, M, fp16, bcq in decoder_layer_sums(recs)}
+    assert set(sums) == {(model, M) for model in ("8B", "70B") for M in (1, 4, 8)}
+    assert sums[("70B", 1)] == (400.0, [40.0, 40.0, 40.0])
+    assert sums[("8B", 8)] == (400.0, [34.0, 34.0, 34.0])  # 8B o at the faster kernel's 4 us
+    partial = [r for r in recs if not (r["layer"] == "70B down" and r["M"] == 4 and r["bits"] == 3)]
+    assert ("70B", 4) not in {(model, M) for model, M, _, _ in decoder_layer_sums(partial)}
+    md = markdown(dict(gpu="NVIDIA H200", date="d", command="c", method="m", copy_bandwidth_Bps=4.3e12,
+                       group_size=128), recs)
+    assert "| 70B | 1 | 400.0 | 40.0 | 40.0 | 40.0 | 10.00 / 10.00 / 10.00 |" in md
