@@ -10,6 +10,8 @@ copies of the weights to exceed L2 (so each call streams its weights from HBM), 
 replayed `repeats` times between CUDA events, and the median per-call time is reported.
 Both methods are timed the same way in the same process, so their ratio is like for like.
 Floor = bytes one call must move (planes + scales + x + y) / measured copy bandwidth.
+The report also sums one decoder block's four linears (q/k/v, o, gate+up, down) per model and batch,
+each at its fastest bit-exact kernel, against cuBLAS FP16.
 """
 from __future__ import annotations
 
