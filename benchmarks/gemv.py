@@ -2,7 +2,10 @@
 
     python -m benchmarks.gemv --out benchmarks/results        (or: bcq bench)
 
-Results land in OUT/gemv_<gpu>.json and .md, <gpu> from the device name (h100, h200, ...).
+Results land in OUT/gemv_<gpu>.json, .md and .png, <gpu> from the device name (h100, h200, ...).
+The report and the plot are rebuilt from a committed JSON on any machine (no GPU):
+
+    python -m benchmarks.gemv --from-json benchmarks/results/gemv_h200.json
 
 Shapes: the Llama-3.1-8B and -70B layers of the peers' H100 table; batch 1, 4, 8, 16.
 Method: every call (cuBLAS through torch.matmul, ours through CuPy) is captured in a CUDA graph of `calls` launches that cycle through enough
@@ -253,8 +256,76 @@ def run(out_dir: Path, layers=LAYERS, batches=BATCHES, bits=BITS, quick=False):
                 method="CUDA-graph replay of 40 calls cycling through weight copies larger than L2, median of 15 replays; cuBLAS through torch.matmul")
     stem = f"gemv_{gpu_slug(meta['gpu'])}"
     save_results(out_dir, stem, meta, "records", records, markdown(meta, records))
+    plot(meta, records, out_dir / f"{stem}.png")
     print(markdown(meta, records))
     return meta, records
+
+
+def render(json_path: Path) -> tuple[Path, Path]:
+    """Rewrite the .md and .png beside a gemv JSON from its records (the measurements are not touched)."""
+    data = json.loads(Path(json_path).read_text())
+    if not isinstance(data, dict) or "meta" not in data or "records" not in data:
+        raise ValueError(f"json_path: {json_path} is not a gemv result (needs 'meta' and 'records')")
+    md_path, png_path = Path(json_path).with_suffix(".md"), Path(json_path).with_suffix(".png")
+    atomic_write_text(md_path, markdown(data["meta"], data["records"]))
+    plot(data["meta"], data["records"], png_path)
+    return md_path, png_path
+
+
+def plot(meta, records, path: Path) -> None:
+    """One panel per layer: time per call against the batch for cuBLAS FP16 and, at 2 / 3 / 4 bits, the
+    fastest bit-exact BCQ kernel (solid) and the bandwidth floor (dotted); both axes logarithmic."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    def plain(v, _):  # 20, not 2 x 10^1
+        return f"{v:g}"
+
+    idx = {(r["layer"], r["M"], r["method"], r["bits"]): r for r in records}
+    layers = [name for name in LAYERS if any(r["layer"] == name for r in records)]
+    cols = 4
+    rows = (len(layers) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.9 * rows), squeeze=False)
+    colors = {2: "tab:blue", 3: "tab:orange", 4: "tab:green"}
+    for ax, layer in zip(axes.flat, layers):
+        Ms = sorted({r["M"] for r in records if r["layer"] == layer})
+        fp16 = [(M, idx[(layer, M, "cublas_fp16", None)]["us"]) for M in Ms if (layer, M, "cublas_fp16", None) in idx]
+        ax.plot(*zip(*fp16), color="black", marker="s", markersize=3, label="cuBLAS FP16")
+        for p in BITS:
+            best = [(M, best_kernel(idx, layer, M, p)) for M in Ms]
+            best = [(M, b) for M, b in best if b]
+            if best:
+                ax.plot([M for M, _ in best], [b["us"] for _, b in best], color=colors[p], marker="o", markersize=3,
+                        label=f"BCQ {p}-bit")
+                ax.plot([M for M, _ in best], [b["floor_us"] for _, b in best], color=colors[p], linestyle=":",
+                        linewidth=1)
+        N, K = next((r["N"], r["K"]) for r in records if r["layer"] == layer)
+        ax.set_title(f"{layer} ({N} x {K})", fontsize=9)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(plain))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        ax.set_xticks(Ms, [str(M) for M in Ms])
+        ax.tick_params(labelsize=7)
+        ax.grid(True, which="both", alpha=0.2)
+    for ax in axes.flat[len(layers):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("batch M", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("us per call", fontsize=8)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"GEMV on {meta['gpu']} ({meta['date']}): fastest bit-exact BCQ kernel against cuBLAS FP16; "
+                 "dotted: each precision's bandwidth floor", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 def markdown(meta, records) -> str:
@@ -384,8 +455,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--quick", action="store_true", help="two layers, batch 1 and 8")
+    ap.add_argument("--from-json", type=Path, metavar="JSON",
+                    help="rebuild the .md and .png beside a committed result from its JSON (no GPU, nothing measured)")
     args = ap.parse_args(argv)
-    if args.quick:
+    if args.from_json:
+        for path in render(args.from_json):
+            print(f"wrote {path}")
+    elif args.quick:
         run(args.out, {k: LAYERS[k] for k in ("8B o", "70B down")}, (1, 8))
     else:
         run(args.out)

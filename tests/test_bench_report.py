@@ -94,3 +94,21 @@ def test_decoder_layer_sums_add_each_models_four_layers_at_their_fastest_kernel(
     md = markdown(dict(gpu="NVIDIA H200", date="d", command="c", method="m", copy_bandwidth_Bps=4.3e12,
                        group_size=128), recs)
     assert "| 70B | 1 | 400.0 | 40.0 | 40.0 | 40.0 | 10.00 / 10.00 / 10.00 |" in md
+
+
+def test_render_rebuilds_the_report_and_plot_from_a_json_and_refuses_other_files(tmp_path):
+    import json
+
+    from benchmarks.gemv import render
+    meta = dict(gpu="NVIDIA H200", date="d", command="c", method="m", copy_bandwidth_Bps=4.3e12, group_size=128)
+    recs = _records(10.0)
+    path = tmp_path / "gemv_h200.json"
+    path.write_text(json.dumps({"meta": meta, "records": recs}))
+    md_path, png_path = render(path)
+    assert md_path.read_text() == markdown(meta, recs)
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png_path.stat().st_size > 10_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gemv_h200.json", "gemv_h200.md", "gemv_h200.png"]
+    bad = tmp_path / "other.json"
+    bad.write_text(json.dumps({"rows": []}))
+    with pytest.raises(ValueError, match=r"json_path: .* is not a gemv result \(needs 'meta' and 'records'\)"):
+        render(bad)
