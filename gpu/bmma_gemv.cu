@@ -116,18 +116,18 @@ __device__ __forceinline__ void quad_reduce(const int (&acc)[MS][2], int t, int 
 
 // What one step needs, loaded one step ahead: the plane words of the thread's two rows, the
 // activation fragments, and per item (m, slot, row) its scales, X and E.
-template <int S, int Mp, int P>
+template <int S, int Mp, int P, int RT>
 struct BmmaStep {
   static constexpr int MS = S * Mp;
   static constexpr int IT = MS >= 2 ? MS / 2 : 1;
-  u32 wa[P][2], wb[P][2];
+  u32 wa[RT][P][2], wb[RT][P][2];
   uint2 bf[Mp][kXMma];
-  __half al[P][IT];
+  __half al[RT][P][IT];
   int X[IT], E[IT];
 };
 
-template <int S, int Mp>
-using BmmaShared = float[kBmmaWarps][kBmmaRows][Mp][S];  // one step's group results, per warp
+template <int S, int Mp, int RT>
+using BmmaShared = float[kBmmaWarps][kBmmaRows * RT][Mp][S];  // one step's group results, per warp
 
 // PARTS warps share one 16-row tile's split, each walking a contiguous 1/PARTS of its steps, so a
 // layer with fewer (tile, split) pairs than a GPU has warp slots still fills them, with shorter
@@ -142,14 +142,15 @@ struct BmmaLater {
 
 // The kernel body for P = p planes (P is a template parameter so that no code is spent on the
 // planes a call does not have).
-template <int S, int Mp, int P, int PARTS>
+template <int S, int Mp, int P, int PARTS, int RT>
 __device__ __forceinline__ void bmma_gemv_body(
-    BmmaShared<S, Mp>& cbuf, BmmaLater<S, Mp, PARTS>& later, const u32* __restrict__ bfrag, const int* __restrict__ E_in,
+    BmmaShared<S, Mp, RT>& cbuf, BmmaLater<S, Mp, PARTS>& later, const u32* __restrict__ bfrag, const int* __restrict__ E_in,
     const int* __restrict__ X_in, const u32* __restrict__ tiles, const __half* __restrict__ alpha,
     const __half* __restrict__ beta, __half* __restrict__ y, float* __restrict__ workspace,
     unsigned int* __restrict__ counters, int M, int N, int K, int p, int group_size) {
-  constexpr int MS = S * Mp, NI = 2 * MS, IT = BmmaStep<S, Mp, P>::IT;
-  constexpr int YP = (kBmmaRows * Mp + 31) / 32;  // (row, m) running sums per lane
+  constexpr int ROWS = kBmmaRows * RT;  // a warp's rows: RT 16-row tiles
+  constexpr int MS = S * Mp, NI = 2 * MS, IT = BmmaStep<S, Mp, P, RT>::IT;
+  constexpr int YP = (ROWS * Mp + 31) / 32;  // (row, m) running sums per lane
   static_assert(MS <= 8, "S * Mp <= 8");
 
   const int KW = K >> 5, KS = (KW + kStepWords - 1) / kStepWords, G = K / group_size, wpg = group_size >> 5;
@@ -164,7 +165,7 @@ __device__ __forceinline__ void bmma_gemv_body(
   constexpr int kTiles = kBmmaWarps / PARTS;  // 16-row tiles per block
   static_assert(kBmmaWarps % PARTS == 0, "PARTS divides the block's warps");
   const int sub = warp / PARTS, part = warp % PARTS;
-  const int n0 = (tile * kTiles + sub) * kBmmaRows;
+  const int n0 = (tile * kTiles + sub) * ROWS;
   const int NT = (N + kBmmaRows - 1) / kBmmaRows;  // 16-row tiles; rows and steps past the ends are zero words
   // 32-bit offsets (gpu/kernels.py refuses tile and scale sets of 2^31 elements or more): fewer registers
   const u32 plane_stride = (u32)NT * KS * 64, alpha_stride = (u32)N * G;  // uint2 per plane; scales per plane
@@ -181,7 +182,7 @@ __device__ __forceinline__ void bmma_gemv_body(
 
   // Items this thread finishes: item i = 2 pair + rowbit, pair = m S + slot (quad_reduce's order).
   int it_m[IT], it_slot[IT], it_rl[IT];
-  bool it_live[IT];
+  bool it_live[RT][IT];
 #pragma unroll
   for (int it = 0; it < IT; ++it) {
     const int i = NI >= 4 ? it * 4 + t : (t & 1);
@@ -189,41 +190,52 @@ __device__ __forceinline__ void bmma_gemv_body(
     it_m[it] = pair / S;
     it_slot[it] = pair % S;
     it_rl[it] = gid + 8 * (i & 1);
-    it_live[it] = (NI >= 4 || t < 2) && it_m[it] < M && n0 + it_rl[it] < N;
+#pragma unroll
+    for (int rt = 0; rt < RT; ++rt)
+      it_live[rt][it] = (NI >= 4 || t < 2) && it_m[it] < M && n0 + kBmmaRows * rt + it_rl[it] < N;
   }
 
   // Per-thread bases, fixed for the whole call; a step adds its offset.  A warp past the last row
   // reads the last tile (a valid address); its outputs are never stored.
-  const uint2* pt = reinterpret_cast<const uint2*>(tiles) + (size_t)min(n0 / kBmmaRows, NT - 1) * KS * 64
-                    + lane;
-  const uint2* pf = reinterpret_cast<const uint2*>(bfrag) + (size_t)lane * kXMma;
-  u32 it_alpha[IT];  // row * G + slot of each item
+  const uint2* pt[RT];
 #pragma unroll
-  for (int it = 0; it < IT; ++it) it_alpha[it] = (u32)(it_live[it] ? n0 + it_rl[it] : 0) * G + it_slot[it];
+  for (int rt = 0; rt < RT; ++rt)
+    pt[rt] = reinterpret_cast<const uint2*>(tiles) + (size_t)min(n0 / kBmmaRows + rt, NT - 1) * KS * 64 + lane;
+  const uint2* pf = reinterpret_cast<const uint2*>(bfrag) + (size_t)lane * kXMma;
+  u32 it_alpha[RT][IT];  // row * G + slot of each item
+#pragma unroll
+  for (int rt = 0; rt < RT; ++rt)
+#pragma unroll
+    for (int it = 0; it < IT; ++it)
+      it_alpha[rt][it] = (u32)(it_live[rt][it] ? n0 + kBmmaRows * rt + it_rl[it] : 0) * G + it_slot[it];
 
   // a step's operands in two parts: the weights' (plane words, scales), then encode_bits' outputs
-  auto load_weights = [&](BmmaStep<S, Mp, P>& d, int s) {
+  auto load_weights = [&](BmmaStep<S, Mp, P, RT>& d, int s) {
 #pragma unroll
-    for (int i = 0; i < P; ++i) {  // the tile's two 256-byte halves: words 2t, then words 2t + 1
-      uint2 v0 = make_uint2(0u, 0u), v1 = v0;
-      if (i < p) {
-        v0 = __ldg(pt + (i * plane_stride + (u32)s * 64));
-        v1 = __ldg(pt + (i * plane_stride + (u32)s * 64 + 32));
+    for (int rt = 0; rt < RT; ++rt)
+#pragma unroll
+      for (int i = 0; i < P; ++i) {  // the tile's two 256-byte halves: words 2t, then words 2t + 1
+        uint2 v0 = make_uint2(0u, 0u), v1 = v0;
+        if (i < p) {
+          v0 = __ldg(pt[rt] + (i * plane_stride + (u32)s * 64));
+          v1 = __ldg(pt[rt] + (i * plane_stride + (u32)s * 64 + 32));
+        }
+        d.wa[rt][i][0] = v0.x; d.wb[rt][i][0] = v0.y; d.wa[rt][i][1] = v1.x; d.wb[rt][i][1] = v1.y;
       }
-      d.wa[i][0] = v0.x; d.wb[i][0] = v0.y; d.wa[i][1] = v1.x; d.wb[i][1] = v1.y;
-    }
 #pragma unroll
-    for (int it = 0; it < IT; ++it) {
-      const bool live = it_live[it] && s * S + it_slot[it] < G;
-      const u32 a0 = it_alpha[it] + (u32)s * S;
+    for (int rt = 0; rt < RT; ++rt)
 #pragma unroll
-      for (int i = 0; i < P; ++i)
-        d.al[i][it] = (live && i < p) ? alpha[i * alpha_stride + a0] : __float2half_rn(0.0f);
-    }
+      for (int it = 0; it < IT; ++it) {
+        const bool live = it_live[rt][it] && s * S + it_slot[it] < G;
+        const u32 a0 = it_alpha[rt][it] + (u32)s * S;
+#pragma unroll
+        for (int i = 0; i < P; ++i)
+          d.al[rt][i][it] = (live && i < p) ? alpha[i * alpha_stride + a0] : __float2half_rn(0.0f);
+      }
   };
   // (plain cached loads, not the read-only path: the encoder may still be writing these when the
   // kernel starts, which the read-only path's contract does not allow)
-  auto load_activations = [&](BmmaStep<S, Mp, P>& d, int s) {
+  auto load_activations = [&](BmmaStep<S, Mp, P, RT>& d, int s) {
 #pragma unroll
     for (int m = 0; m < Mp; ++m)
 #pragma unroll
@@ -232,7 +244,7 @@ __device__ __forceinline__ void bmma_gemv_body(
 #pragma unroll
     for (int it = 0; it < IT; ++it) {
       const int grp = s * S + it_slot[it];
-      const bool live = it_live[it] && grp < G;
+      const bool live = it_live[0][it] && grp < G;  // (E, X) are the batch row's: shared by the row tiles
       d.X[it] = live ? __ldca(X_in + it_m[it] * G + grp) : 0;
       d.E[it] = live ? __ldca(E_in + it_m[it] * G + grp) : 0;
     }
@@ -252,7 +264,7 @@ __device__ __forceinline__ void bmma_gemv_body(
   const int ps_begin = kWholeSplit ? s_begin : min(s_begin + part * kLen, s_end);
   const int ps_end = kWholeSplit ? s_end : min(ps_begin + kLen, s_end);
   const bool any_step = kWholeSplit || ps_begin < ps_end;
-  BmmaStep<S, Mp, P> cur, nxt;  // loads run one step ahead
+  BmmaStep<S, Mp, P, RT> cur, nxt;  // loads run one step ahead
   if (any_step) load_weights(cur, ps_begin);  // in flight while encode_bits may still run
   wait_for_previous_kernel();                 // (dependent_launch.cuh)
   if (any_step) load_activations(cur, ps_begin);
@@ -261,7 +273,9 @@ __device__ __forceinline__ void bmma_gemv_body(
       load_weights(nxt, s + 1);
       load_activations(nxt, s + 1);
     }
-    float a[IT];
+    float a[RT][IT];
+#pragma unroll
+    for (int rt = 0; rt < RT; ++rt)
 #pragma unroll
     for (int i = 0; i < P; ++i) {
       if (i >= p) break;
@@ -276,7 +290,7 @@ __device__ __forceinline__ void bmma_gemv_body(
           for (int r = 0; r < kXMma; ++r) {
             const u32 b0 = slot_e0 == sl ? cur.bf[m][r].x : 0u, b1 = slot_e1 == sl ? cur.bf[m][r].y : 0u;
             int d[4];
-            bmma_16816_b1(d, cur.wa[i][0], cur.wb[i][0], cur.wa[i][1], cur.wb[i][1], b0, b1);
+            bmma_16816_b1(d, cur.wa[rt][i][0], cur.wb[rt][i][0], cur.wa[rt][i][1], cur.wb[rt][i][1], b0, b1);
             ac[0] += d[0] * wgt[r][0] + d[1] * wgt[r][1];
             ac[1] += d[2] * wgt[r][0] + d[3] * wgt[r][1];
           }
@@ -286,24 +300,26 @@ __device__ __forceinline__ void bmma_gemv_body(
 #pragma unroll
       for (int it = 0; it < IT; ++it) {
         const int D = 2 * S_i[it] - cur.X[it];
-        const float term = __fmul_rn(__half2float(cur.al[i][it]), __int2float_rn(D));
-        a[it] = (i == 0) ? term : __fadd_rn(a[it], term);
+        const float term = __fmul_rn(__half2float(cur.al[rt][i][it]), __int2float_rn(D));
+        a[rt][it] = (i == 0) ? term : __fadd_rn(a[rt][it], term);
       }
     }
 #pragma unroll
+    for (int rt = 0; rt < RT; ++rt)
+#pragma unroll
     for (int it = 0; it < IT; ++it) {
-      if (!it_live[it] || s * S + it_slot[it] >= G) continue;
-      float v = a[it];
+      if (!it_live[rt][it] || s * S + it_slot[it] >= G) continue;
+      float v = a[rt][it];
       // the offset is read here, not a step ahead (its register spilled at p = 4); its 128-byte
       // line holds the row's 64 groups, so after a split's first step it comes from L1
       if (beta != nullptr) {
-        const float be = __half2float(beta[it_alpha[it] + (size_t)s * S]);
+        const float be = __half2float(beta[it_alpha[rt][it] + (size_t)s * S]);
         v = __fadd_rn(v, __fmul_rn(be, __int2float_rn(cur.X[it])));
       }
       // v 2^(E - 15): one multiply by a normal power of two is ldexp's rounding (subnormals included)
       v = __fmul_rn(v, pow2(cur.E[it] - kFixBits));
       if (PARTS > 1 && part > 0) later.v[sub][s - s_begin - kLen][it_rl[it]][it_m[it]][it_slot[it]] = v;
-      else cbuf[warp][it_rl[it]][it_m[it]][it_slot[it]] = v;
+      else cbuf[warp][kBmmaRows * rt + it_rl[it]][it_m[it]][it_slot[it]] = v;
     }
     if (PARTS > 1 && part > 0) {  // kept for part 0 (above)
       cur = nxt;
@@ -313,8 +329,8 @@ __device__ __forceinline__ void bmma_gemv_body(
     // Contract step 4: the groups of a split are summed in order, one lane per (row, batch row).
 #pragma unroll
     for (int q = 0; q < YP; ++q) {
-      const int pr = lane + 32 * q, rl = pr % kBmmaRows, m = pr / kBmmaRows;
-      if (pr >= kBmmaRows * Mp) break;
+      const int pr = lane + 32 * q, rl = pr % ROWS, m = pr / ROWS;
+      if (pr >= ROWS * Mp) break;
 #pragma unroll
       for (int sl = 0; sl < S; ++sl) {
         const int grp = s * S + sl;
@@ -346,20 +362,25 @@ __device__ __forceinline__ void bmma_gemv_body(
   if (part == 0) {
 #pragma unroll
     for (int q = 0; q < YP; ++q) {
-      const int pr = lane + 32 * q, rl = pr % kBmmaRows, m = pr / kBmmaRows, row = n0 + rl;
-      if (pr >= kBmmaRows * Mp || m >= M || row >= N) continue;
+      const int pr = lane + 32 * q, rl = pr % ROWS, m = pr / ROWS, row = n0 + rl;
+      if (pr >= ROWS * Mp || m >= M || row >= N) continue;
       store_split_output(y, workspace, num_splits, split, M, N, m, row, ysum[q]);
     }
   }
   if (num_splits == 1) return;
-  finish_split_k(workspace, counters, y, M, N, num_splits, tile * kTiles * kBmmaRows, kTiles * kBmmaRows, tile);
+  finish_split_k(workspace, counters, y, M, N, num_splits, tile * kTiles * ROWS, kTiles * ROWS, tile);
 }
 
 // S: groups per 256-input step (256 / g); Mp: batch rows rounded up to a power of two; S * Mp <= 8;
 // p <= kBmmaMaxP (gpu/kernels.py checks all three before launch).  4 blocks of 4 warps per SM for
 // the small variants: on the H200, 70B down at batch 1, 2-bit took 46.5 / 38.8 / 41.1 us with 3 / 4 / 5.
-// PARTS: warps per 16-row tile and split (1 or 2; BmmaLater says why), so a block covers 64 / PARTS rows.
-template <int S, int Mp, int PARTS>
+// PARTS: warps per 16-row tile and split (1 or 2; BmmaLater says why).  RT: 16-row tiles per warp (1 or
+// 2): with 2 a warp walks two tiles' steps side by side, two independent chains that share the step's
+// activation fragments, and a layer of more (tile, split) pairs than the GPU has warp slots runs in half
+// the warps (gpu/kernels.py: bmma_tiles_per_warp says where).  Only at batch 1 (g = 128, 256), PARTS = 1
+// and p <= 2: at 3 and 4 planes it measured slower, and more words would not fit 4 blocks' registers.
+// A block covers 64 RT / PARTS rows.
+template <int S, int Mp, int PARTS, int RT>
 __global__ void __launch_bounds__(kBmmaWarps * 32, S * Mp <= 2 ? 4 : 2)
 bmma_gemv(const u32* __restrict__ bfrag, const int* __restrict__ E_in, const int* __restrict__ X_in,
           const u32* __restrict__ tiles,    // [p, ceil(N/16), ceil(K/256), 128]: bcq_core.layout.tile_planes
@@ -369,14 +390,19 @@ bmma_gemv(const u32* __restrict__ bfrag, const int* __restrict__ E_in, const int
           float* __restrict__ workspace,    // [num_splits, M, N]
           unsigned int* __restrict__ counters,
           int M, int N, int K, int p, int group_size) {
-  __shared__ BmmaShared<S, Mp> cbuf;
+  static_assert(RT == 1 || (RT == 2 && PARTS == 1 && Mp == 1 && S <= 2), "two tiles per warp: batch 1, one part");
+  __shared__ BmmaShared<S, Mp, RT> cbuf;
   __shared__ BmmaLater<S, Mp, PARTS> later;
 #define BCQ_BMMA_BODY(P) \
-  bmma_gemv_body<S, Mp, P, PARTS>(cbuf, later, bfrag, E_in, X_in, tiles, alpha, beta, y, workspace, counters, M, N, \
-                                  K, p, group_size)
+  bmma_gemv_body<S, Mp, P, PARTS, RT>(cbuf, later, bfrag, E_in, X_in, tiles, alpha, beta, y, workspace, counters, \
+                                      M, N, K, p, group_size)
   if constexpr (S * Mp >= 4) {  // one path for every p (the body checks p at run time): the
     // per-p paths of these larger variants run out of registers
     BCQ_BMMA_BODY(kBmmaMaxP);
+    return;
+  } else if constexpr (RT == 2) {  // p <= 2 (the wrapper launches RT = 2 for no other)
+    if (p == 1) BCQ_BMMA_BODY(1);
+    else BCQ_BMMA_BODY(2);
     return;
   }
   switch (p) {

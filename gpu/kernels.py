@@ -76,8 +76,8 @@ def _module(device_id: int, name: str, split: int = exact_mma.SPLIT_CHOICES[0]):
         code = code.replace(f'#include "{header.name}"', header.read_text())
     names = {"lut_gemv": [f"bcq::lut_gemv<{m}>" for m in BATCH_BUCKETS],
              "mma_gemm": ["bcq::encode_activations", "bcq::mma_gemm<1>", "bcq::mma_gemm<2>"],
-             "bmma_gemv": ["bcq::encode_bits"] + [f"bcq::bmma_gemv<{s}, {m}, {q}>" for s, m in BMMA_INSTANCES
-                                                  for q in bmma_parts_choices(s, m)],
+             "bmma_gemv": ["bcq::encode_bits"] + [f"bcq::bmma_gemv<{s}, {m}, {q}, {r}>" for s, m, q, r in
+                                                  bmma_variants()],
              "imma_gemm": ["bcq::encode_digits"] + [f"bcq::imma_gemm<{p}, {m}, {t}>" for p, m, t in IMMA_INSTANCES],
              "dequantize": [f"bcq::dequantize<{a}, {b}>" for a, b in DEQUANTIZE_PLANE_RANGES]}[name]
     # the exact kernels' split (reference/exact_mma.py: contract_split) is a compile-time constant:
@@ -251,6 +251,7 @@ EXACT_ROWS_PER_BLOCK = 64  # 4 warps x 16 rows (mma_gemm.cu, bmma_gemv.cu, imma_
 BMMA_INSTANCES = tuple((s, m) for s in (1, 2, 4, 8) for m in (1, 2, 4, 8) if s * m <= 8)
 BMMA_PARTS = (1, 2)      # warps per 16-row tile and split (bmma_gemv.cu: BmmaLater)
 BMMA_PARTS_UP_TO_PLANES = 3
+BMMA_TWO_TILES_UP_TO_PLANES = 2  # bmma_gemv<..., RT = 2> holds at most 2 planes' words (bmma_gemv.cu)
 BMMA_WARP_SLOTS = 16     # warps per SM of the variants with S * Mp <= 2 (4 blocks of 4, by registers)
 BMMA_MAX_PLANES = 4
 BMMA_STEP = 256
@@ -267,6 +268,36 @@ def bmma_parts_choices(S: int, Mp: int) -> tuple[int, ...]:
     """The parts bmma_gemv<S, Mp, parts> is compiled for: 1 and 2 for the small variants (S * Mp <= 2,
     the ones 4 blocks fit per SM), 1 for the others (their registers allow only 2 blocks)."""
     return BMMA_PARTS if S * Mp <= 2 else (1,)
+
+
+def bmma_variants() -> list[tuple[int, int, int, int]]:
+    """(S, Mp, parts, tiles per warp) of every bmma_gemv instantiation the module compiles."""
+    return [(s, m, q, r) for s, m in BMMA_INSTANCES for q in bmma_parts_choices(s, m)
+            for r in bmma_tiles_choices(s, m, q)]
+
+
+def bmma_tiles_choices(S: int, Mp: int, parts: int) -> tuple[int, ...]:
+    """The 16-row tiles per warp bmma_gemv<S, Mp, parts, RT> is compiled for: 1 and 2 at batch 1 (g = 128
+    and 256) with one part, 1 for the others (at batch 2 and g = 256 two tiles spill)."""
+    return (1, 2) if Mp == 1 and S <= 2 and parts == 1 else (1,)
+
+
+def bmma_tiles_per_warp(M: int, N: int, K: int, group_size: int, p: int, split: int, num_sms: int,
+                        parts: int) -> int:
+    """16-row tiles per warp for one bmma_gemv call: 2 where the call has at most 2 planes, one part, a
+    variant compiled for it, and more (16-row tile, split) pairs, ceil(N / 16) x splits, than the GPU has
+    warp slots (num_sms x 16), so that one warp per pair would take more than one wave; else 1.
+
+    Two tiles per warp walk their steps side by side (two independent chains sharing the activation
+    fragments) in half the warps.  On the H200 at batch 1 (docs/kernel_experiments.md, "Two tiles per
+    warp") that was faster on the layers of more pairs than slots at 1 and 2 bits, and slower on the
+    layers of fewer, and at 3 and 4 bits.  It never changes a bit (each row keeps the contract's order).
+    split: the contract's, equalized (reference.exact_mma.contract_split).
+    """
+    choices = bmma_tiles_choices(BMMA_STEP // group_size, batch_bucket(M), parts)
+    pairs = -(-N // 16) * _num_splits(K // group_size, group_size, split)
+    wide = p <= BMMA_TWO_TILES_UP_TO_PLANES and pairs > num_sms * BMMA_WARP_SLOTS
+    return 2 if 2 in choices and wide else 1
 
 
 def bmma_parts(M: int, N: int, K: int, group_size: int, p: int, split: int, num_sms: int) -> int:
@@ -304,7 +335,7 @@ def tile_planes(planes):
 
 
 def bmma_gemv(x, tiles, alpha, beta=None, *, group_size: int, out=None, split: int | None = None,
-              parts: int | None = None):
+              parts: int | None = None, tiles_per_warp: int | None = None):
     """y = x W_hat^T (float16 [M, N]) on 1-bit tensor cores; bit-exact with reference.exact_mma_gemm.
 
     tiles: the p planes in the tile layout, uint32 [p, ceil(N/16), ceil(K/256), 128]
@@ -315,6 +346,8 @@ def bmma_gemv(x, tiles, alpha, beta=None, *, group_size: int, out=None, split: i
     split: a nominal split of the contract (equalized by reference.exact_mma.contract_split); None = its choice.
     parts: warps sharing each 16-row tile's split (``bmma_parts``' choice when None); the bytes are the
     same for every choice.
+    tiles_per_warp: 16-row tiles each warp walks side by side (``bmma_tiles_per_warp``' choice when None;
+    2 takes one part and at most 2 planes); the bytes are the same for every choice.
     """
     exact_mma.check_split(split)
     x, tiles, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(
@@ -326,17 +359,26 @@ def bmma_gemv(x, tiles, alpha, beta=None, *, group_size: int, out=None, split: i
         raise ValueError(f"alpha: bmma_gemv addresses scales and tiles with 32-bit offsets: p N G and the tiles' "
                          f"words must stay below 2^31; got p N G = {p * N * G}, {tiles.size} words")
     S, Mp = BMMA_STEP // group_size, batch_bucket(M)
-    if parts is None:
-        parts = bmma_parts(M, N, K, group_size, p, exact_mma.contract_split(N, K, group_size, split), _sm_count(dev))
+    eq_split = exact_mma.contract_split(N, K, group_size, split)
+    if parts is None:  # two tiles per warp asked for: one part (the two never combine)
+        parts = 1 if tiles_per_warp == 2 else bmma_parts(M, N, K, group_size, p, eq_split, _sm_count(dev))
     elif parts not in bmma_parts_choices(S, Mp):
         raise ValueError(f"parts: bmma_gemv takes {bmma_parts_choices(S, Mp)} at g={group_size}, batch bucket {Mp}; "
                          f"got {parts}")
+    if tiles_per_warp is None:
+        tiles_per_warp = bmma_tiles_per_warp(M, N, K, group_size, p, eq_split, _sm_count(dev), parts)
+    elif tiles_per_warp not in bmma_tiles_choices(S, Mp, parts) or (tiles_per_warp == 2 and
+                                                                    p > BMMA_TWO_TILES_UP_TO_PLANES):
+        raise ValueError(f"tiles_per_warp: bmma_gemv takes {bmma_tiles_choices(S, Mp, parts)} at g={group_size}, "
+                         f"batch bucket {Mp}, parts={parts}, and 2 only up to {BMMA_TWO_TILES_UP_TO_PLANES} planes; "
+                         f"got {tiles_per_warp} with p={p}")
     with stream:
         KS = -(-K // BMMA_STEP)
         n_words = M * KS * 8  # one warp each
         _launch_exact(dev, stream, "bmma_gemv", "bcq::encode_bits", -(-n_words // 4), M * KS * BMMA_STEP_FRAG,
-                      f"bcq::bmma_gemv<{S}, {Mp}, {parts}>", x, tiles, alpha, beta, out, M, N, K, G, p,
-                      group_size, split, after_encoder=True, rows_per_block=EXACT_ROWS_PER_BLOCK // parts)
+                      f"bcq::bmma_gemv<{S}, {Mp}, {parts}, {tiles_per_warp}>", x, tiles, alpha, beta, out, M, N, K,
+                      G, p, group_size, split, after_encoder=True,
+                      rows_per_block=EXACT_ROWS_PER_BLOCK * tiles_per_warp // parts)
     return _back(out, tx)
 
 
@@ -427,7 +469,7 @@ def _launch_exact(dev, stream, module, encoder, encode_blocks, n_frag, kernel, x
     contract's for the shape).  after_encoder: the kernel may start while its encoder still runs
     (gpu/launch.py), which only a kernel that waits for it (dependent_launch.cuh) may ask for;
     bmma_gemv does, the int8 and fp16 kernels measured slower or no faster that way (docs/kernels.md).
-    rows_per_block: 64 but for bmma_gemv with parts > 1 (64 / parts).  ex_rows: batch rows of the encoder's E
+    rows_per_block: 64 but for bmma_gemv (64 tiles_per_warp / parts).  ex_rows: batch rows of the encoder's E
     and X (imma_gemm writes them group-major for all 8 or 16 rows of its launch); None = M."""
     split = exact_mma.contract_split(N, K, group_size, split)
     num_splits = _num_splits(G, group_size, split)

@@ -1,9 +1,10 @@
-"""gpu.kernels.bmma_parts, the 1-bit kernel's choice of warps per 16-row tile and split: a pure function
-of the call's shape and the GPU's SM count, so it is tested here without a GPU (the kernel's bytes for
-every choice are tested by tests/test_gpu_kernels.py)."""
+"""gpu.kernels.bmma_parts and bmma_tiles_per_warp, the 1-bit kernel's choices of warps per 16-row tile and
+split and of 16-row tiles per warp: pure functions of the call's shape and the GPU's SM count, so they are
+tested here without a GPU (the kernel's bytes for every choice are tested by tests/test_gpu_kernels.py)."""
 from hypothesis import given, strategies as st
 
-from gpu.kernels import BMMA_PARTS_UP_TO_PLANES, BMMA_WARP_SLOTS, bmma_parts, bmma_parts_choices
+from gpu.kernels import (BMMA_PARTS_UP_TO_PLANES, BMMA_TWO_TILES_UP_TO_PLANES, BMMA_WARP_SLOTS, bmma_parts,
+                         bmma_parts_choices, bmma_tiles_choices, bmma_tiles_per_warp, bmma_variants)
 from reference.exact_mma import contract_split
 
 H200_SMS = 132
@@ -45,3 +46,48 @@ def test_two_parts_exactly_where_they_are_compiled_and_fit(N, KG, g, M, p, sms):
     pairs = -(-N // 16) * -(-(K // g) // (split // g))
     fits = 2 in bmma_parts_choices(S, M) and p <= BMMA_PARTS_UP_TO_PLANES and 2 * pairs <= sms * BMMA_WARP_SLOTS
     assert q == (2 if fits else 1)
+
+
+def _tiles(N, K, g=128, M=1, p=2, sms=H200_SMS):
+    parts = _parts(N, K, g, M, p, sms)
+    return bmma_tiles_per_warp(M, N, K, g, p, contract_split(N, K, g), sms, parts)
+
+
+def test_two_tiles_per_warp_where_one_warp_per_pair_takes_more_than_a_wave():
+    # 70B gate+up: 3584 16-row tiles x 1 split > 2112 warp slots -> two tiles per warp, at 1 and 2 bits
+    assert _tiles(57344, 8192) == 2 and _tiles(57344, 8192, p=1) == 2
+    assert _tiles(57344, 8192, p=3) == 1 and _tiles(57344, 8192, p=4) == 1
+    # the Llama-3 LM head (128256 x 8192): 8016 pairs
+    assert _tiles(128256, 8192) == 2
+    # 70B down (512 x 4 = 2048 pairs), 8B gate+up (1792), 70B q/k/v: within one wave -> one tile
+    assert _tiles(8192, 28672) == 1 and _tiles(28672, 4096) == 1 and _tiles(10240, 8192) == 1
+    # batch 2, and layers with two parts, take one tile per warp
+    assert _tiles(57344, 8192, M=2) == 1 and _tiles(8192, 8192) == 1
+    # a smaller GPU has fewer slots: 8B gate+up is more than a wave on 40 SMs
+    assert _tiles(28672, 4096, sms=40) == 2
+
+
+def test_two_tiles_only_where_compiled():
+    assert bmma_tiles_choices(2, 1, 1) == (1, 2)    # g = 128, batch 1, one part
+    assert bmma_tiles_choices(1, 1, 1) == (1, 2)    # g = 256, batch 1
+    assert bmma_tiles_choices(2, 1, 2) == (1,)      # two parts
+    assert bmma_tiles_choices(1, 2, 1) == (1,)      # batch 2 (it would spill)
+    assert bmma_tiles_choices(4, 1, 1) == (1,)      # g = 64: 2 blocks per SM
+    assert sorted(v for v in bmma_variants() if v[3] == 2) == [(1, 1, 1, 2), (2, 1, 1, 2)]
+
+
+@given(N=st.integers(1, 200000), KG=st.integers(1, 400), g=st.sampled_from([32, 64, 128, 256]),
+       M=st.sampled_from([1, 2]), p=st.integers(1, 4), sms=st.integers(1, 200))
+def test_two_tiles_exactly_where_they_are_compiled_and_a_wave_is_exceeded(N, KG, g, M, p, sms):
+    K = KG * g
+    S = 256 // g
+    if S * M > 8:
+        return
+    split = contract_split(N, K, g)
+    parts = bmma_parts(M, N, K, g, p, split, sms)
+    r = bmma_tiles_per_warp(M, N, K, g, p, split, sms, parts)
+    assert r in bmma_tiles_choices(S, M, parts)
+    pairs = -(-N // 16) * -(-(K // g) // (split // g))
+    wide = p <= BMMA_TWO_TILES_UP_TO_PLANES and pairs > sms * BMMA_WARP_SLOTS
+    assert r == (2 if 2 in bmma_tiles_choices(S, M, parts) and wide else 1)
+    assert not (r == 2 and parts == 2)  # the two choices never combine

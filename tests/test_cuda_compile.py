@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu.kernels import BATCH_BUCKETS, BMMA_INSTANCES, DEQUANTIZE_PLANE_RANGES, IMMA_INSTANCES, bmma_parts_choices
+from gpu.kernels import BATCH_BUCKETS, DEQUANTIZE_PLANE_RANGES, IMMA_INSTANCES, bmma_variants
 from reference.exact_mma import SPLIT_CHOICES, contract_split
 
 GPU_DIR = Path(__file__).resolve().parent.parent / "gpu"
@@ -21,9 +21,9 @@ INSTANTIATIONS = {
     "mma_gemm.cu": [f"template __global__ void bcq::mma_gemm<{t}>(const bcq::u32*, const int*, const int*, "
                     "const bcq::u32*, const __half*, const __half*, __half*, float*, unsigned int*, "
                     "int, int, int, int, int);" for t in (1, 2)],
-    "bmma_gemv.cu": [f"template __global__ void bcq::bmma_gemv<{s}, {m}, {q}>(const bcq::u32*, const int*, const int*, "
-                     "const bcq::u32*, const __half*, const __half*, __half*, float*, unsigned int*, "
-                     "int, int, int, int, int);" for s, m in BMMA_INSTANCES for q in bmma_parts_choices(s, m)],
+    "bmma_gemv.cu": [f"template __global__ void bcq::bmma_gemv<{s}, {m}, {q}, {r}>(const bcq::u32*, const int*, "
+                     "const int*, const bcq::u32*, const __half*, const __half*, __half*, float*, unsigned int*, "
+                     "int, int, int, int, int);" for s, m, q, r in bmma_variants()],
     "imma_gemm.cu": [f"template __global__ void bcq::imma_gemm<{p}, {m}, {t}>(const bcq::u32*, const int*, "
                      "const int*, const bcq::u32*, const __half*, const __half*, __half*, float*, unsigned int*, "
                      "int, int, int, int);" for p, m, t in IMMA_INSTANCES],
