@@ -6,7 +6,8 @@
 change (checked here for every case against parts = 1).  For every layer of ``benchmarks.gemv.LAYERS``,
 batch and precision this times every q the call's variant is compiled for, like ``benchmarks.gemv``
 (CUDA-graph replay over weight copies larger than L2), and marks the q that ``gpu.kernels.bmma_parts``
-picks, so the table says what that rule costs against the best q.
+picks, so the table says what that rule costs against the best q.  Every call walks one 16-row tile per
+warp (``tiles_per_warp=1``), so the table measures parts alone.
 
 Results: OUT/bmma_parts_<gpu>.json and .md.
 """
@@ -48,7 +49,8 @@ def run(out_dir: Path, layers=LAYERS, batches=(1,), bits=BITS, command=""):
                 ys = {q: cupy.empty((M, N), cupy.float16) for q in choices}
 
                 def call(q):
-                    return lambda i: gpu.bmma_gemv(x, tiles[i][:p], alphas[p][i], group_size=GROUP, out=ys[q], parts=q)
+                    return lambda i: gpu.bmma_gemv(x, tiles[i][:p], alphas[p][i], group_size=GROUP, out=ys[q], parts=q,
+                                                   tiles_per_warp=1)
                 times = {}
                 for q in choices:
                     call(q)(0)
