@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from bcq_core.fileio import atomic_write_text
+from bcq_core.fileio import atomic_write, atomic_write_text
 from reference.exact_mma import FIX_BITS
 
 FIX_BITS_TRIED = (21, 18, 16, 15, 14, 12, 10)
@@ -203,10 +203,8 @@ def plot(rows, path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main(argv=None):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bcq_core.fileio import atomic_write_text
+from bcq_core.fileio import atomic_write, atomic_write_text
 
 LAYERS = {  # name: (N, K)
     "8B q/k/v": (6144, 4096), "8B o": (4096, 4096), "8B gate+up": (28672, 4096), "8B down": (4096, 14336),
@@ -322,10 +322,8 @@ def plot(meta, records, path: Path) -> None:
                  "dotted: each precision's bandwidth floor", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
-    tmp.replace(path)
 
 
 def markdown(meta, records) -> str:

@@ -33,7 +33,8 @@
 //       a   = a + alpha_i * float(2 S_i - X)               (contract step 3, plane order)
 //     c = (a [+ beta float(X)]) * 2^(E - 15);  y_split[m, row] += c in group order
 //   (with PARTS warps per tile and split, each walks 1/PARTS of the steps; part 0 sums, the others
-//    keep their c for it: BmmaLater)
+//    keep their c for it: BmmaLater.  With RT = 2 tiles per warp, the plane loop runs once per tile in
+//    each step, on the step's shared activation fragments: 32 rows.)
 //   last block of a row tile: y = sum of split partials, in split order; fp16
 
 #include <cuda_fp16.h>
@@ -114,7 +115,7 @@ __device__ __forceinline__ void quad_reduce(const int (&acc)[MS][2], int t, int 
   }
 }
 
-// What one step needs, loaded one step ahead: the plane words of the thread's two rows, the
+// What one step needs, loaded one step ahead: the plane words of the thread's two rows in each tile, the
 // activation fragments, and per item (m, slot, row) its scales, X and E.
 template <int S, int Mp, int P, int RT>
 struct BmmaStep {

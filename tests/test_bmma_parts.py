@@ -33,19 +33,6 @@ def test_only_the_small_variants_have_parts():
     assert _parts(64, 2048, M=2, sms=8) == 1
 
 
-@given(N=st.integers(1, 60000), KG=st.integers(1, 400), g=st.sampled_from([32, 64, 128, 256]),
-       M=st.sampled_from([1, 2]), p=st.integers(1, 4), sms=st.integers(1, 200))
-def test_two_parts_exactly_where_they_are_compiled_and_fit(N, KG, g, M, p, sms):
-    K = KG * g
-    S = 256 // g
-    if S * M > 8:
-        return
-    split = contract_split(N, K, g)
-    q = bmma_parts(M, N, K, g, p, split, sms)
-    assert q in bmma_parts_choices(S, M)
-    pairs = -(-N // 16) * -(-(K // g) // (split // g))
-    fits = 2 in bmma_parts_choices(S, M) and p <= BMMA_PARTS_UP_TO_PLANES and 2 * pairs <= sms * BMMA_WARP_SLOTS
-    assert q == (2 if fits else 1)
 
 
 def _tiles(N, K, g=128, M=1, p=2, sms=H200_SMS):
@@ -78,16 +65,19 @@ def test_two_tiles_only_where_compiled():
 
 @given(N=st.integers(1, 200000), KG=st.integers(1, 400), g=st.sampled_from([32, 64, 128, 256]),
        M=st.sampled_from([1, 2]), p=st.integers(1, 4), sms=st.integers(1, 200))
-def test_two_tiles_exactly_where_they_are_compiled_and_a_wave_is_exceeded(N, KG, g, M, p, sms):
-    K = KG * g
-    S = 256 // g
+def test_parts_and_tiles_exactly_where_they_are_compiled_and_fit(N, KG, g, M, p, sms):
+    """2 parts where twice the (16-row tile, split) pairs fit the warp slots; 2 tiles per warp where the
+    pairs exceed them; each only where its variant is compiled, and never both."""
+    K, S = KG * g, 256 // g
     if S * M > 8:
         return
     split = contract_split(N, K, g)
-    parts = bmma_parts(M, N, K, g, p, split, sms)
-    r = bmma_tiles_per_warp(M, N, K, g, p, split, sms, parts)
-    assert r in bmma_tiles_choices(S, M, parts)
     pairs = -(-N // 16) * -(-(K // g) // (split // g))
-    wide = p <= BMMA_TWO_TILES_UP_TO_PLANES and pairs > sms * BMMA_WARP_SLOTS
-    assert r == (2 if 2 in bmma_tiles_choices(S, M, parts) and wide else 1)
-    assert not (r == 2 and parts == 2)  # the two choices never combine
+    slots = sms * BMMA_WARP_SLOTS
+    q = bmma_parts(M, N, K, g, p, split, sms)
+    assert q in bmma_parts_choices(S, M)
+    assert q == (2 if 2 in bmma_parts_choices(S, M) and p <= BMMA_PARTS_UP_TO_PLANES and 2 * pairs <= slots else 1)
+    r = bmma_tiles_per_warp(M, N, K, g, p, split, sms, q)
+    assert r in bmma_tiles_choices(S, M, q)
+    assert r == (2 if 2 in bmma_tiles_choices(S, M, q) and p <= BMMA_TWO_TILES_UP_TO_PLANES and pairs > slots else 1)
+    assert not (r == 2 and q == 2)
