@@ -294,8 +294,7 @@ def plot(meta, records, path: Path) -> None:
         fp16 = [(M, idx[(layer, M, "cublas_fp16", None)]["us"]) for M in Ms if (layer, M, "cublas_fp16", None) in idx]
         ax.plot(*zip(*fp16), color="black", marker="s", markersize=3, label="cuBLAS FP16")
         for p in BITS:
-            best = [(M, best_kernel(idx, layer, M, p)) for M in Ms]
-            best = [(M, b) for M, b in best if b]
+            best = [(M, b) for M in Ms if (b := best_kernel(idx, layer, M, p))]
             if best:
                 ax.plot([M for M, _ in best], [b["us"] for _, b in best], color=colors[p], marker="o", markersize=3,
                         label=f"BCQ {p}-bit")

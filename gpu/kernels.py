@@ -282,6 +282,12 @@ def bmma_tiles_choices(S: int, Mp: int, parts: int) -> tuple[int, ...]:
     return (1, 2) if Mp == 1 and S <= 2 and parts == 1 else (1,)
 
 
+def _bmma_pairs(N: int, K: int, group_size: int, split: int) -> int:
+    """The (16-row tile, split) pairs of a bmma_gemv call, ceil(N / 16) x splits: one warp each with one
+    part and one tile per warp.  Both choices below weigh them against the GPU's warp slots."""
+    return -(-N // 16) * _num_splits(K // group_size, group_size, split)
+
+
 def bmma_tiles_per_warp(M: int, N: int, K: int, group_size: int, p: int, split: int, num_sms: int,
                         parts: int) -> int:
     """16-row tiles per warp for one bmma_gemv call: 2 where the call has at most 2 planes, one part, a
@@ -295,7 +301,7 @@ def bmma_tiles_per_warp(M: int, N: int, K: int, group_size: int, p: int, split: 
     split: the contract's, equalized (reference.exact_mma.contract_split).
     """
     choices = bmma_tiles_choices(BMMA_STEP // group_size, batch_bucket(M), parts)
-    pairs = -(-N // 16) * _num_splits(K // group_size, group_size, split)
+    pairs = _bmma_pairs(N, K, group_size, split)
     wide = p <= BMMA_TWO_TILES_UP_TO_PLANES and pairs > num_sms * BMMA_WARP_SLOTS
     return 2 if 2 in choices and wide else 1
 
@@ -312,7 +318,7 @@ def bmma_parts(M: int, N: int, K: int, group_size: int, p: int, split: int, num_
     split: the contract's, equalized (reference.exact_mma.contract_split).
     """
     choices = bmma_parts_choices(BMMA_STEP // group_size, batch_bucket(M))
-    pairs = -(-N // 16) * _num_splits(K // group_size, group_size, split)
+    pairs = _bmma_pairs(N, K, group_size, split)
     fits = p <= BMMA_PARTS_UP_TO_PLANES and pairs * 2 <= num_sms * BMMA_WARP_SLOTS
     return 2 if 2 in choices and fits else 1
 

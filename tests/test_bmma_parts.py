@@ -33,8 +33,6 @@ def test_only_the_small_variants_have_parts():
     assert _parts(64, 2048, M=2, sms=8) == 1
 
 
-
-
 def _tiles(N, K, g=128, M=1, p=2, sms=H200_SMS):
     parts = _parts(N, K, g, M, p, sms)
     return bmma_tiles_per_warp(M, N, K, g, p, contract_split(N, K, g), sms, parts)

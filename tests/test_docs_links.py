@@ -1,6 +1,7 @@
 """Every relative link of the README, docs/, reference/contract.md and the committed result tables points at
 a file of the repository, and every #anchor at a heading of its page, so moving a page or renaming a section
 cannot leave a dangling link behind."""
+import functools
 import re
 from pathlib import Path
 
@@ -21,6 +22,7 @@ def relative_links(page: Path):
         yield path, anchor
 
 
+@functools.lru_cache(maxsize=None)  # a page is linked to many times
 def anchors(page: Path) -> set[str]:
     """The #anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces to hyphens,
     repeats numbered."""
