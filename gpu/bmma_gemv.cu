@@ -135,17 +135,17 @@ using BmmaShared = float[kBmmaWarps][kBmmaRows * RT][Mp][S];  // one step's grou
 // chains of steps.  The contract sums a split's groups in order from its first, and float addition
 // does not reassociate: so parts 1.. keep every group result (not a partial sum) here, and part 0,
 // having summed its own steps, adds them in step order after a block barrier.
-template <int S, int Mp, int PARTS>
+template <int S, int Mp, int PARTS, int RT>
 struct BmmaLater {
   static constexpr int kLen = (kExactSplitInputs / 256 + PARTS - 1) / PARTS;  // steps per part
-  float v[PARTS > 1 ? kBmmaWarps / PARTS : 1][PARTS > 1 ? (PARTS - 1) * kLen : 1][kBmmaRows][Mp][S];
+  float v[PARTS > 1 ? kBmmaWarps / PARTS : 1][PARTS > 1 ? (PARTS - 1) * kLen : 1][kBmmaRows * RT][Mp][S];
 };
 
 // The kernel body for P = p planes (P is a template parameter so that no code is spent on the
 // planes a call does not have).
 template <int S, int Mp, int P, int PARTS, int RT>
 __device__ __forceinline__ void bmma_gemv_body(
-    BmmaShared<S, Mp, RT>& cbuf, BmmaLater<S, Mp, PARTS>& later, const u32* __restrict__ bfrag, const int* __restrict__ E_in,
+    BmmaShared<S, Mp, RT>& cbuf, BmmaLater<S, Mp, PARTS, RT>& later, const u32* __restrict__ bfrag, const int* __restrict__ E_in,
     const int* __restrict__ X_in, const u32* __restrict__ tiles, const __half* __restrict__ alpha,
     const __half* __restrict__ beta, __half* __restrict__ y, float* __restrict__ workspace,
     unsigned int* __restrict__ counters, int M, int N, int K, int p, int group_size) {
@@ -255,7 +255,7 @@ __device__ __forceinline__ void bmma_gemv_body(
 #pragma unroll
   for (int q = 0; q < YP; ++q) ysum[q] = 0.0f;
   const int s_begin = split * split_steps, s_end = min(s_begin + split_steps, KS);
-  constexpr int kLen = BmmaLater<S, Mp, PARTS>::kLen;
+  constexpr int kLen = BmmaLater<S, Mp, PARTS, RT>::kLen;
   // This part's steps.  The small one-part variants see the whole split (their code is what it was
   // before parts existed: 70B gate+up at batch 1 measured 0.97x with run-time bounds); the larger
   // variants keep run-time bounds even with one part, with which ptxas moves fewer predicates through
@@ -319,7 +319,7 @@ __device__ __forceinline__ void bmma_gemv_body(
       }
       // v 2^(E - 15): one multiply by a normal power of two is ldexp's rounding (subnormals included)
       v = __fmul_rn(v, pow2(cur.E[it] - kFixBits));
-      if (PARTS > 1 && part > 0) later.v[sub][s - s_begin - kLen][it_rl[it]][it_m[it]][it_slot[it]] = v;
+      if (PARTS > 1 && part > 0) later.v[sub][s - s_begin - kLen][kBmmaRows * rt + it_rl[it]][it_m[it]][it_slot[it]] = v;
       else cbuf[warp][kBmmaRows * rt + it_rl[it]][it_m[it]][it_slot[it]] = v;
     }
     if (PARTS > 1 && part > 0) {  // kept for part 0 (above)
@@ -349,8 +349,8 @@ __device__ __forceinline__ void bmma_gemv_body(
     if (part == 0) {
 #pragma unroll
       for (int q = 0; q < YP; ++q) {
-        const int pr = lane + 32 * q, rl = pr % kBmmaRows, m = pr / kBmmaRows;
-        if (pr >= kBmmaRows * Mp) break;
+        const int pr = lane + 32 * q, rl = pr % ROWS, m = pr / ROWS;
+        if (pr >= ROWS * Mp) break;
         for (int s = s_begin + kLen; s < s_end; ++s)
 #pragma unroll
           for (int sl = 0; sl < S; ++sl) {
@@ -391,9 +391,9 @@ bmma_gemv(const u32* __restrict__ bfrag, const int* __restrict__ E_in, const int
           float* __restrict__ workspace,    // [num_splits, M, N]
           unsigned int* __restrict__ counters,
           int M, int N, int K, int p, int group_size) {
-  static_assert(RT == 1 || (RT == 2 && PARTS == 1 && Mp == 1 && S <= 2), "two tiles per warp: batch 1, one part");
+  static_assert(RT == 1 || (RT == 2 && Mp == 1 && S <= 2), "two tiles per warp: batch 1");
   __shared__ BmmaShared<S, Mp, RT> cbuf;
-  __shared__ BmmaLater<S, Mp, PARTS> later;
+  __shared__ BmmaLater<S, Mp, PARTS, RT> later;
 #define BCQ_BMMA_BODY(P) \
   bmma_gemv_body<S, Mp, P, PARTS, RT>(cbuf, later, bfrag, E_in, X_in, tiles, alpha, beta, y, workspace, counters, \
                                       M, N, K, p, group_size)

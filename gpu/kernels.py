@@ -252,6 +252,7 @@ BMMA_INSTANCES = tuple((s, m) for s in (1, 2, 4, 8) for m in (1, 2, 4, 8) if s *
 BMMA_PARTS = (1, 2)      # warps per 16-row tile and split (bmma_gemv.cu: BmmaLater)
 BMMA_PARTS_UP_TO_PLANES = 3
 BMMA_TWO_TILES_UP_TO_PLANES = 2  # bmma_gemv<..., RT = 2> holds at most 2 planes' words (bmma_gemv.cu)
+BMMA_TWO_TILES_EVERYWHERE_UP_TO_PLANES = 1  # calls this thin take two tiles per warp on every layer
 BMMA_WARP_SLOTS = 16     # warps per SM of the variants with S * Mp <= 2 (4 blocks of 4, by registers)
 BMMA_MAX_PLANES = 4
 BMMA_STEP = 256
@@ -278,8 +279,8 @@ def bmma_variants() -> list[tuple[int, int, int, int]]:
 
 def bmma_tiles_choices(S: int, Mp: int, parts: int) -> tuple[int, ...]:
     """The 16-row tiles per warp bmma_gemv<S, Mp, parts, RT> is compiled for: 1 and 2 at batch 1 (g = 128
-    and 256) with one part, 1 for the others (at batch 2 and g = 256 two tiles spill)."""
-    return (1, 2) if Mp == 1 and S <= 2 and parts == 1 else (1,)
+    and 256), 1 for the others (at batch 2 and g = 256 two tiles spill)."""
+    return (1, 2) if Mp == 1 and S <= 2 else (1,)
 
 
 def _bmma_pairs(N: int, K: int, group_size: int, split: int) -> int:
@@ -290,37 +291,45 @@ def _bmma_pairs(N: int, K: int, group_size: int, split: int) -> int:
 
 def bmma_tiles_per_warp(M: int, N: int, K: int, group_size: int, p: int, split: int, num_sms: int,
                         parts: int) -> int:
-    """16-row tiles per warp for one bmma_gemv call: 2 where the call has at most 2 planes, one part, a
-    variant compiled for it, and more (16-row tile, split) pairs, ceil(N / 16) x splits, than the GPU has
-    warp slots (num_sms x 16), so that one warp per pair would take more than one wave; else 1.
+    """16-row tiles per warp for one bmma_gemv call, where a variant is compiled for 2 (batch 1, g = 128 or
+    256): 2 for a 1-plane call on every layer, and for a 2-plane call where the (16-row tile, split) pairs,
+    ceil(N / 16) x splits, outnumber the GPU's warp slots (num_sms x 16), so that one warp per pair would
+    take more than one wave; else 1.
 
     Two tiles per warp walk their steps side by side (two independent chains sharing the activation
     fragments) in half the warps.  On the H200 at batch 1 (docs/kernel_experiments.md, "Two tiles per
-    warp") that was faster on the layers of more pairs than slots at 1 and 2 bits, and slower on the
-    layers of fewer, and at 3 and 4 bits.  It never changes a bit (each row keeps the contract's order).
+    warp", and benchmarks/results/h200/bmma_parts_h200.md) that was faster at 1 bit on every layer (with 2
+    parts where one wave holds the pairs: ``bmma_parts``), at 2 bits only on the layers of more pairs than
+    slots, and slower at 3 and 4 bits.  It never changes a bit (each row keeps the contract's order).
     split: the contract's, equalized (reference.exact_mma.contract_split).
     """
     choices = bmma_tiles_choices(BMMA_STEP // group_size, batch_bucket(M), parts)
     pairs = _bmma_pairs(N, K, group_size, split)
-    wide = p <= BMMA_TWO_TILES_UP_TO_PLANES and pairs > num_sms * BMMA_WARP_SLOTS
+    wide = p <= BMMA_TWO_TILES_EVERYWHERE_UP_TO_PLANES or (p <= BMMA_TWO_TILES_UP_TO_PLANES
+                                                           and pairs > num_sms * BMMA_WARP_SLOTS)
     return 2 if 2 in choices and wide else 1
 
 
 def bmma_parts(M: int, N: int, K: int, group_size: int, p: int, split: int, num_sms: int) -> int:
     """Warps per 16-row tile and split for one bmma_gemv call: 2 where the call has at most 3 planes
     and twice its (16-row tile, split) pairs, 2 ceil(N / 16) x splits, still fit the GPU's warp slots at
-    once (num_sms x 16), else 1.
+    once (num_sms x 16); for a 1-plane call that takes two tiles per warp (``bmma_tiles_per_warp``), where
+    the pairs themselves fit them (two parts of two tiles: as many warps as pairs); else 1.
 
     With one warp per pair such a layer leaves SMs half empty, each warp walking its split's steps one
     after the other; 2 parts halve the chains (on the H200, benchmarks/results/h200/bmma_parts_h200.md:
-    1.04-1.21x at 2 and 3 bits on 8B o, 8B down and 70B o; 4 parts never the fastest, 2 parts at 4 bits
-    slower or the same).  It never changes a bit (bmma_gemv.cu keeps the contract's order).
+    1.04-1.21x at 2 and 3 bits on 8B o, 8B down and 70B o; 2 parts at 4 bits slower or the same; at 1 bit,
+    two parts of two tiles 1.07-1.33x one warp per pair where the pairs fit one wave).  It never changes a
+    bit (bmma_gemv.cu keeps the contract's order).
     split: the contract's, equalized (reference.exact_mma.contract_split).
     """
-    choices = bmma_parts_choices(BMMA_STEP // group_size, batch_bucket(M))
-    pairs = _bmma_pairs(N, K, group_size, split)
-    fits = p <= BMMA_PARTS_UP_TO_PLANES and pairs * 2 <= num_sms * BMMA_WARP_SLOTS
-    return 2 if 2 in choices and fits else 1
+    S, Mp = BMMA_STEP // group_size, batch_bucket(M)
+    pairs, slots = _bmma_pairs(N, K, group_size, split), num_sms * BMMA_WARP_SLOTS
+    if 2 not in bmma_parts_choices(S, Mp):
+        return 1
+    if p <= BMMA_TWO_TILES_EVERYWHERE_UP_TO_PLANES and 2 in bmma_tiles_choices(S, Mp, 2):
+        return 2 if pairs <= slots else 1
+    return 2 if p <= BMMA_PARTS_UP_TO_PLANES and pairs * 2 <= slots else 1
 
 
 # the kernels that read the planes in the tile layout (the others read them row-major)
@@ -353,7 +362,7 @@ def bmma_gemv(x, tiles, alpha, beta=None, *, group_size: int, out=None, split: i
     parts: warps sharing each 16-row tile's split (``bmma_parts``' choice when None); the bytes are the
     same for every choice.
     tiles_per_warp: 16-row tiles each warp walks side by side (``bmma_tiles_per_warp``' choice when None;
-    2 takes one part and at most 2 planes); the bytes are the same for every choice.
+    2 takes at most 2 planes); the bytes are the same for every choice.
     """
     exact_mma.check_split(split)
     x, tiles, alpha, beta, (M, N, K, p, G), dev, stream, out, tx = _gemm_call(
@@ -366,8 +375,8 @@ def bmma_gemv(x, tiles, alpha, beta=None, *, group_size: int, out=None, split: i
                          f"words must stay below 2^31; got p N G = {p * N * G}, {tiles.size} words")
     S, Mp = BMMA_STEP // group_size, batch_bucket(M)
     eq_split = exact_mma.contract_split(N, K, group_size, split)
-    if parts is None:  # two tiles per warp asked for: one part (the two never combine)
-        parts = 1 if tiles_per_warp == 2 else bmma_parts(M, N, K, group_size, p, eq_split, _sm_count(dev))
+    if parts is None:
+        parts = bmma_parts(M, N, K, group_size, p, eq_split, _sm_count(dev))
     elif parts not in bmma_parts_choices(S, Mp):
         raise ValueError(f"parts: bmma_gemv takes {bmma_parts_choices(S, Mp)} at g={group_size}, batch bucket {Mp}; "
                          f"got {parts}")

@@ -72,14 +72,26 @@ def test_targets_use_the_fastest_bit_exact_kernel():
 def test_bmma_parts_table_marks_the_rules_cost_and_unequal_bytes():
     from benchmarks.bmma_parts import markdown
     meta = dict(gpu="G", command="python -m benchmarks.bmma_parts", date="d", group_size=128, num_sms=132)
-    rows = [dict(layer="70B o", N=8192, K=8192, M=1, bits=2, us={"1": 15.0, "2": 12.5}, picked=2, best=2,
-                 floor_us=4.5, bytes_equal=True),
-            dict(layer="70B down", N=8192, K=28672, M=1, bits=4, us={"1": 46.0, "2": 61.0}, picked=2, best=1,
-                 floor_us=31.7, bytes_equal=False)]
+    rows = [dict(layer="70B o", N=8192, K=8192, M=1, bits=2, us={"1x1": 15.0, "2x1": 12.5, "1x2": 16.0, "2x2": 14.0},
+                 picked="2x1", best="2x1", floor_us=4.5, bytes_equal=True),
+            dict(layer="70B down", N=8192, K=28672, M=1, bits=4, us={"1x1": 46.0, "2x1": 61.0}, picked="2x1",
+                 best="1x1", floor_us=31.7, bytes_equal=False)]
     md = markdown(meta, rows)
-    assert "| 70B o | 1 | 2 | 15.0 | 12.5 | 2 | 2 | 1.00 | yes |" in md
-    assert "| 70B down | 1 | 4 | 46.0 | 61.0 | 2 | 1 | 1.33 | **no** |" in md   # the rule's pick costs 1.33x
-    assert "parts 1 / picked: min 0.75×, median 0.98×, max 1.20×; outputs equal in 1 of 2 cases." in md
+    assert "| 1x1 µs | 2x1 µs | 1x2 µs | 2x2 µs |" in md                          # one tile first, then two
+    assert "| 70B o | 1 | 2 | 15.0 | 12.5 | 16.0 | 14.0 | 2x1 | 2x1 | 1.00 | yes |" in md
+    assert "| 70B down | 1 | 4 | 46.0 | 61.0 | - | - | 2x1 | 1x1 | 1.33 | **no** |" in md   # the pick costs 1.33x
+    assert "1x1 / picked: min 0.75×, median 0.98×, max 1.20×; outputs equal in 1 of 2 cases." in md
+
+
+def test_bmma_warp_shapes_are_the_compiled_variants():
+    from benchmarks.bmma_parts import warp_shapes
+    from gpu import kernels
+    assert warp_shapes(kernels, 2, 1, 2) == {"1x1": (1, 1), "1x2": (1, 2), "2x1": (2, 1), "2x2": (2, 2)}
+    assert warp_shapes(kernels, 2, 1, 3) == {"1x1": (1, 1), "2x1": (2, 1)}   # two tiles hold at most 2 planes
+    assert warp_shapes(kernels, 2, 2, 1) == {"1x1": (1, 1)}                   # g = 128, batch 2: one shape
+    for S, Mp in kernels.BMMA_INSTANCES:
+        for p in range(1, kernels.BMMA_MAX_PLANES + 1):
+            assert {(S, Mp, q, r) for q, r in warp_shapes(kernels, S, Mp, p).values()} <= set(kernels.bmma_variants())
 
 
 def test_decoder_layer_sums_add_each_models_four_layers_at_their_fastest_kernel():

@@ -3,8 +3,9 @@ split and of 16-row tiles per warp: pure functions of the call's shape and the G
 tested here without a GPU (the kernel's bytes for every choice are tested by tests/test_gpu_kernels.py)."""
 from hypothesis import given, strategies as st
 
-from gpu.kernels import (BMMA_PARTS_UP_TO_PLANES, BMMA_TWO_TILES_UP_TO_PLANES, BMMA_WARP_SLOTS, bmma_parts,
-                         bmma_parts_choices, bmma_tiles_choices, bmma_tiles_per_warp, bmma_variants)
+from gpu.kernels import (BMMA_PARTS_UP_TO_PLANES, BMMA_TWO_TILES_EVERYWHERE_UP_TO_PLANES, BMMA_TWO_TILES_UP_TO_PLANES,
+                         BMMA_WARP_SLOTS, bmma_parts, bmma_parts_choices, bmma_tiles_choices, bmma_tiles_per_warp,
+                         bmma_variants)
 from reference.exact_mma import contract_split
 
 H200_SMS = 132
@@ -24,6 +25,8 @@ def test_small_layers_share_their_splits_large_ones_do_not():
     assert _parts(8192, 28672) == 1
     # 4 planes: one part (2 measured slower or the same)
     assert _parts(8192, 8192, p=3) == 2 and _parts(8192, 8192, p=4) == 1
+    # 1 plane, two tiles per warp: 2 parts wherever the pairs themselves fit (70B down's 2048 of 2112 slots)
+    assert _parts(8192, 28672, p=1) == 2 and _parts(10240, 8192, p=1) == 2 and _parts(57344, 8192, p=1) == 1
 
 
 def test_only_the_small_variants_have_parts():
@@ -48,6 +51,9 @@ def test_two_tiles_per_warp_where_one_warp_per_pair_takes_more_than_a_wave():
     assert _tiles(8192, 28672) == 1 and _tiles(28672, 4096) == 1 and _tiles(10240, 8192) == 1
     # batch 2, and layers with two parts, take one tile per warp
     assert _tiles(57344, 8192, M=2) == 1 and _tiles(8192, 8192) == 1
+    # 1 plane: two tiles on every layer, with two parts where the pairs fit one wave
+    assert all(_tiles(N, K, p=1) == 2 for N, K in ((8192, 8192), (8192, 28672), (10240, 8192), (4096, 4096)))
+    assert _tiles(8192, 8192, p=1, g=64) == 1     # g = 64: not compiled
     # a smaller GPU has fewer slots: 8B gate+up is more than a wave on 40 SMs
     assert _tiles(28672, 4096, sms=40) == 2
 
@@ -55,17 +61,18 @@ def test_two_tiles_per_warp_where_one_warp_per_pair_takes_more_than_a_wave():
 def test_two_tiles_only_where_compiled():
     assert bmma_tiles_choices(2, 1, 1) == (1, 2)    # g = 128, batch 1, one part
     assert bmma_tiles_choices(1, 1, 1) == (1, 2)    # g = 256, batch 1
-    assert bmma_tiles_choices(2, 1, 2) == (1,)      # two parts
+    assert bmma_tiles_choices(2, 1, 2) == (1, 2)    # two parts
     assert bmma_tiles_choices(1, 2, 1) == (1,)      # batch 2 (it would spill)
     assert bmma_tiles_choices(4, 1, 1) == (1,)      # g = 64: 2 blocks per SM
-    assert sorted(v for v in bmma_variants() if v[3] == 2) == [(1, 1, 1, 2), (2, 1, 1, 2)]
+    assert sorted(v for v in bmma_variants() if v[3] == 2) == [(1, 1, 1, 2), (1, 1, 2, 2), (2, 1, 1, 2), (2, 1, 2, 2)]
 
 
 @given(N=st.integers(1, 200000), KG=st.integers(1, 400), g=st.sampled_from([32, 64, 128, 256]),
        M=st.sampled_from([1, 2]), p=st.integers(1, 4), sms=st.integers(1, 200))
 def test_parts_and_tiles_exactly_where_they_are_compiled_and_fit(N, KG, g, M, p, sms):
     """2 parts where twice the (16-row tile, split) pairs fit the warp slots; 2 tiles per warp where the
-    pairs exceed them; each only where its variant is compiled, and never both."""
+    pairs exceed them, at most 2 planes; at 1 plane 2 tiles everywhere, with 2 parts where the pairs fit;
+    each only where its variant is compiled."""
     K, S = KG * g, 256 // g
     if S * M > 8:
         return
@@ -74,8 +81,12 @@ def test_parts_and_tiles_exactly_where_they_are_compiled_and_fit(N, KG, g, M, p,
     slots = sms * BMMA_WARP_SLOTS
     q = bmma_parts(M, N, K, g, p, split, sms)
     assert q in bmma_parts_choices(S, M)
-    assert q == (2 if 2 in bmma_parts_choices(S, M) and p <= BMMA_PARTS_UP_TO_PLANES and 2 * pairs <= slots else 1)
+    thin = p <= BMMA_TWO_TILES_EVERYWHERE_UP_TO_PLANES and 2 in bmma_tiles_choices(S, M, 2)
+    fits = pairs <= slots if thin else p <= BMMA_PARTS_UP_TO_PLANES and 2 * pairs <= slots
+    assert q == (2 if 2 in bmma_parts_choices(S, M) and fits else 1)
     r = bmma_tiles_per_warp(M, N, K, g, p, split, sms, q)
     assert r in bmma_tiles_choices(S, M, q)
-    assert r == (2 if 2 in bmma_tiles_choices(S, M, q) and p <= BMMA_TWO_TILES_UP_TO_PLANES and pairs > slots else 1)
-    assert not (r == 2 and q == 2)
+    wide = thin or (p <= BMMA_TWO_TILES_UP_TO_PLANES and pairs > slots)
+    assert r == (2 if 2 in bmma_tiles_choices(S, M, q) and wide else 1)
+    if r == 2 and q == 2:          # two parts of two tiles: as many warps as pairs, within one wave
+        assert p == 1 and pairs <= slots

@@ -275,15 +275,17 @@ def test_bmma_gemv_with_parts_matches_reference_bytes(N, g, G, p, split, kind, d
        with_beta=st.booleans(), split=st.sampled_from(SPLIT_CHOICES), kind=st.sampled_from(VALUE_KINDS),
        seed=st.integers(0, 2 ** 32 - 1))
 def test_bmma_gemv_two_tiles_per_warp_matches_reference_bytes(N, g, G, p, with_beta, split, kind, seed):
-    """A warp walking two 16-row tiles side by side keeps each row's contract order: the reference's bytes,
-    for N that leave the second tile, or a whole warp, past the last row."""
+    """A warp walking two 16-row tiles side by side keeps each row's contract order, alone on its split or
+    sharing it with a second part: the reference's bytes, for N that leave the second tile, or a whole warp,
+    past the last row, and splits of fewer steps than parts."""
     x, planes, alpha, beta = random_problem(np.random.default_rng(seed), 1, N, g * G, p, g, with_beta=with_beta,
                                             kind=kind)
     dev = tiled([None if a is None else cupy.asarray(a) for a in (x, planes, alpha, beta)])
     want = exact_mma_gemm(x, planes, alpha, beta, group_size=g, split=split)
-    for tiles_per_warp in (2, 1):
-        got = gpu.bmma_gemv(*dev, group_size=g, split=split, parts=1, tiles_per_warp=tiles_per_warp)
-        assert_same_bytes(cupy.asnumpy(got), want)
+    for parts in bmma_parts_choices(256 // g, 1):
+        for tiles_per_warp in (2, 1):
+            got = gpu.bmma_gemv(*dev, group_size=g, split=split, parts=parts, tiles_per_warp=tiles_per_warp)
+            assert_same_bytes(cupy.asnumpy(got), want)
 
 
 @pytest.mark.parametrize("N,K,g", [(4096, 4096, 128), (1536, 576, 64), (576, 1536, 64), (8192, 28672, 128)])
@@ -343,8 +345,8 @@ def test_bmma_gemv_refuses_what_it_does_not_take():
                       cupy.concatenate([alpha, alpha[:1]]), group_size=128, tiles_per_warp=2)
     with pytest.raises(ValueError, match=r"tiles_per_warp: bmma_gemv takes \(1,\) at g=128, batch bucket 2"):
         gpu.bmma_gemv(x[:2], tiles, alpha, group_size=128, tiles_per_warp=2)
-    with pytest.raises(ValueError, match=r"tiles_per_warp: bmma_gemv takes \(1,\) at g=128, batch bucket 1, parts=2"):
-        gpu.bmma_gemv(x[:1], tiles, alpha, group_size=128, parts=2, tiles_per_warp=2)
+    with pytest.raises(ValueError, match=r"tiles_per_warp: bmma_gemv takes \(1,\) at g=64, batch bucket 1"):
+        gpu.bmma_gemv(x[:1], tiles, cupy.concatenate([alpha, alpha], axis=2), group_size=64, tiles_per_warp=2)
 
 
 # --- the int8 tensor-core path (gpu/imma_gemm.cu): the same contract, the same bytes -------------
