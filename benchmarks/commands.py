@@ -2,7 +2,7 @@
 
     bcq bench [gemv] [--out benchmarks/results] [--quick]   GEMV on a CUDA GPU: cuBLAS FP16 against our kernels
     bcq bench split-sweep [--out ...] [--quick]             the exact contract's split size, swept on a CUDA GPU
-    bcq bench bmma-parts [--out ...] [--quick]              the 1-bit kernel's warps per split, swept on a CUDA GPU
+    bcq bench bmma-parts [--out ...] [--quick]              the 1-bit kernel's warp shapes (parts x tiles), swept on a CUDA GPU
     bcq bench dequantize-layouts [--out ...] [--quick]      dequantize from the row-major planes and from the tiles
     bcq bench large-batch [--out ...] [--quick]             batches past 16: int8 launches of 16 against dequantize + cuBLAS
     bcq bench quantize-speed [--quick]                       the quantizers on one 4096 x 4096 matrix (CPU)
