@@ -176,7 +176,8 @@ def _parts(c, gpu, N, splits, p, reduced):
 
 
 def bmma_parts(gpu, N, K, M=1, bits=2, *, g=128, kernels=None):
-    """gpu/kernels.py bmma_parts, vectorised (a test checks it): the parts bcq_bmma is modelled with."""
+    """gpu/kernels.py bmma_parts at 2-4 planes, vectorised (a test checks it): the parts bcq_bmma is modelled
+    with.  The kernel's rule for 1-plane calls (two parts of two tiles per warp) is not modelled."""
     gpu, kc = _ctx(gpu, kernels)
     c = kc.bcq_bmma
     N, K, M, p, g = as_arrays(N, K, M, bits, g)
