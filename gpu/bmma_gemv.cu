@@ -377,9 +377,9 @@ __device__ __forceinline__ void bmma_gemv_body(
 // the small variants: on the H200, 70B down at batch 1, 2-bit took 46.5 / 38.8 / 41.1 us with 3 / 4 / 5.
 // PARTS: warps per 16-row tile and split (1 or 2; BmmaLater says why).  RT: 16-row tiles per warp (1 or
 // 2): with 2 a warp walks two tiles' steps side by side, two independent chains that share the step's
-// activation fragments, and a layer of more (tile, split) pairs than the GPU has warp slots runs in half
-// the warps (gpu/kernels.py: bmma_tiles_per_warp says where).  Only at batch 1 (g = 128, 256), PARTS = 1
-// and p <= 2: at 3 and 4 planes it measured slower, and more words would not fit 4 blocks' registers.
+// activation fragments, in half the warps, or with PARTS = 2 in as many warps as (tile, split) pairs
+// (gpu/kernels.py: bmma_tiles_per_warp and bmma_parts say where).  Only at batch 1 (g = 128, 256) and
+// p <= 2: at 3 and 4 planes it measured slower, and more words would not fit 4 blocks' registers.
 // A block covers 64 RT / PARTS rows.
 template <int S, int Mp, int PARTS, int RT>
 __global__ void __launch_bounds__(kBmmaWarps * 32, S * Mp <= 2 ? 4 : 2)
