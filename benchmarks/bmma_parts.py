@@ -31,7 +31,7 @@ def shape_key(parts: int, tiles_per_warp: int) -> str:
 
 def warp_shapes(kernels, S: int, Mp: int, p: int) -> dict[str, tuple[int, int]]:
     """Every (parts, tiles per warp) bmma_gemv<S, Mp, ...> is compiled for at p planes, by shape_key."""
-    return {shape_key(q, r): (q, r) for q in kernels.bmma_parts_choices(S, Mp) for r in kernels.bmma_tiles_choices(S, Mp, q)
+    return {shape_key(q, r): (q, r) for q in kernels.bmma_parts_choices(S, Mp) for r in kernels.bmma_tiles_choices(S, Mp)
             if r == 1 or p <= kernels.BMMA_TWO_TILES_UP_TO_PLANES}
 
 
@@ -52,13 +52,13 @@ def run(out_dir: Path, layers=LAYERS, batches=(1,), bits=BITS, command=""):
         n = copies_beyond_l2(max(bits) * N * K // 8)
         planes, alphas = random_weights(cupy, rng, N, K, bits, n)
         tiles = [gpu.tile_planes(P) for P in planes]
+        split = contract_split(N, K, GROUP)
         for M in batches:
             x = cupy.asarray(rng.standard_normal((M, K)).astype(np.float16))
             for p in bits:
                 shapes = warp_shapes(kernels, S, batch_bucket(M), p)
-                split = contract_split(N, K, GROUP)
-                q = kernels.bmma_parts(M, N, K, GROUP, p, split, num_sms)
-                picked = shape_key(q, kernels.bmma_tiles_per_warp(M, N, K, GROUP, p, split, num_sms, q))
+                picked = shape_key(kernels.bmma_parts(M, N, K, GROUP, p, split, num_sms),
+                                   kernels.bmma_tiles_per_warp(M, N, K, GROUP, p, split, num_sms))
                 ys = {k: cupy.empty((M, N), cupy.float16) for k in shapes}
 
                 def call(k):

@@ -274,13 +274,18 @@ def bmma_parts_choices(S: int, Mp: int) -> tuple[int, ...]:
 def bmma_variants() -> list[tuple[int, int, int, int]]:
     """(S, Mp, parts, tiles per warp) of every bmma_gemv instantiation the module compiles."""
     return [(s, m, q, r) for s, m in BMMA_INSTANCES for q in bmma_parts_choices(s, m)
-            for r in bmma_tiles_choices(s, m, q)]
+            for r in bmma_tiles_choices(s, m)]
 
 
-def bmma_tiles_choices(S: int, Mp: int, parts: int) -> tuple[int, ...]:
-    """The 16-row tiles per warp bmma_gemv<S, Mp, parts, RT> is compiled for: 1 and 2 at batch 1 (g = 128
-    and 256), 1 for the others (at batch 2 and g = 256 two tiles spill)."""
+def bmma_tiles_choices(S: int, Mp: int) -> tuple[int, ...]:
+    """The 16-row tiles per warp bmma_gemv<S, Mp, parts, RT> is compiled for, with either parts: 1 and 2 at
+    batch 1 (g = 128 and 256), 1 for the others (at batch 2 and g = 256 two tiles spill)."""
     return (1, 2) if Mp == 1 and S <= 2 else (1,)
+
+
+def _bmma_thin(S: int, Mp: int, p: int) -> bool:
+    """Whether a call takes two tiles per warp on every layer: few enough planes, and compiled for it."""
+    return p <= BMMA_TWO_TILES_EVERYWHERE_UP_TO_PLANES and 2 in bmma_tiles_choices(S, Mp)
 
 
 def _bmma_pairs(N: int, K: int, group_size: int, split: int) -> int:
@@ -289,8 +294,7 @@ def _bmma_pairs(N: int, K: int, group_size: int, split: int) -> int:
     return -(-N // 16) * _num_splits(K // group_size, group_size, split)
 
 
-def bmma_tiles_per_warp(M: int, N: int, K: int, group_size: int, p: int, split: int, num_sms: int,
-                        parts: int) -> int:
+def bmma_tiles_per_warp(M: int, N: int, K: int, group_size: int, p: int, split: int, num_sms: int) -> int:
     """16-row tiles per warp for one bmma_gemv call, where a variant is compiled for 2 (batch 1, g = 128 or
     256): 2 for a 1-plane call on every layer, and for a 2-plane call where the (16-row tile, split) pairs,
     ceil(N / 16) x splits, outnumber the GPU's warp slots (num_sms x 16), so that one warp per pair would
@@ -303,11 +307,10 @@ def bmma_tiles_per_warp(M: int, N: int, K: int, group_size: int, p: int, split: 
     slots, and slower at 3 and 4 bits.  It never changes a bit (each row keeps the contract's order).
     split: the contract's, equalized (reference.exact_mma.contract_split).
     """
-    choices = bmma_tiles_choices(BMMA_STEP // group_size, batch_bucket(M), parts)
-    pairs = _bmma_pairs(N, K, group_size, split)
-    wide = p <= BMMA_TWO_TILES_EVERYWHERE_UP_TO_PLANES or (p <= BMMA_TWO_TILES_UP_TO_PLANES
-                                                           and pairs > num_sms * BMMA_WARP_SLOTS)
-    return 2 if 2 in choices and wide else 1
+    S, Mp = BMMA_STEP // group_size, batch_bucket(M)
+    wide = _bmma_thin(S, Mp, p) or (p <= BMMA_TWO_TILES_UP_TO_PLANES
+                                    and _bmma_pairs(N, K, group_size, split) > num_sms * BMMA_WARP_SLOTS)
+    return 2 if 2 in bmma_tiles_choices(S, Mp) and wide else 1
 
 
 def bmma_parts(M: int, N: int, K: int, group_size: int, p: int, split: int, num_sms: int) -> int:
@@ -327,7 +330,7 @@ def bmma_parts(M: int, N: int, K: int, group_size: int, p: int, split: int, num_
     pairs, slots = _bmma_pairs(N, K, group_size, split), num_sms * BMMA_WARP_SLOTS
     if 2 not in bmma_parts_choices(S, Mp):
         return 1
-    if p <= BMMA_TWO_TILES_EVERYWHERE_UP_TO_PLANES and 2 in bmma_tiles_choices(S, Mp, 2):
+    if _bmma_thin(S, Mp, p):
         return 2 if pairs <= slots else 1
     return 2 if p <= BMMA_PARTS_UP_TO_PLANES and pairs * 2 <= slots else 1
 
@@ -381,11 +384,11 @@ def bmma_gemv(x, tiles, alpha, beta=None, *, group_size: int, out=None, split: i
         raise ValueError(f"parts: bmma_gemv takes {bmma_parts_choices(S, Mp)} at g={group_size}, batch bucket {Mp}; "
                          f"got {parts}")
     if tiles_per_warp is None:
-        tiles_per_warp = bmma_tiles_per_warp(M, N, K, group_size, p, eq_split, _sm_count(dev), parts)
-    elif tiles_per_warp not in bmma_tiles_choices(S, Mp, parts) or (tiles_per_warp == 2 and
-                                                                    p > BMMA_TWO_TILES_UP_TO_PLANES):
-        raise ValueError(f"tiles_per_warp: bmma_gemv takes {bmma_tiles_choices(S, Mp, parts)} at g={group_size}, "
-                         f"batch bucket {Mp}, parts={parts}, and 2 only up to {BMMA_TWO_TILES_UP_TO_PLANES} planes; "
+        tiles_per_warp = bmma_tiles_per_warp(M, N, K, group_size, p, eq_split, _sm_count(dev))
+    elif tiles_per_warp not in bmma_tiles_choices(S, Mp) or (tiles_per_warp == 2 and
+                                                             p > BMMA_TWO_TILES_UP_TO_PLANES):
+        raise ValueError(f"tiles_per_warp: bmma_gemv takes {bmma_tiles_choices(S, Mp)} at g={group_size}, "
+                         f"batch bucket {Mp}, and 2 only up to {BMMA_TWO_TILES_UP_TO_PLANES} planes; "
                          f"got {tiles_per_warp} with p={p}")
     with stream:
         KS = -(-K // BMMA_STEP)

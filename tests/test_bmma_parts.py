@@ -37,8 +37,7 @@ def test_only_the_small_variants_have_parts():
 
 
 def _tiles(N, K, g=128, M=1, p=2, sms=H200_SMS):
-    parts = _parts(N, K, g, M, p, sms)
-    return bmma_tiles_per_warp(M, N, K, g, p, contract_split(N, K, g), sms, parts)
+    return bmma_tiles_per_warp(M, N, K, g, p, contract_split(N, K, g), sms)
 
 
 def test_two_tiles_per_warp_where_one_warp_per_pair_takes_more_than_a_wave():
@@ -59,11 +58,10 @@ def test_two_tiles_per_warp_where_one_warp_per_pair_takes_more_than_a_wave():
 
 
 def test_two_tiles_only_where_compiled():
-    assert bmma_tiles_choices(2, 1, 1) == (1, 2)    # g = 128, batch 1, one part
-    assert bmma_tiles_choices(1, 1, 1) == (1, 2)    # g = 256, batch 1
-    assert bmma_tiles_choices(2, 1, 2) == (1, 2)    # two parts
-    assert bmma_tiles_choices(1, 2, 1) == (1,)      # batch 2 (it would spill)
-    assert bmma_tiles_choices(4, 1, 1) == (1,)      # g = 64: 2 blocks per SM
+    assert bmma_tiles_choices(2, 1) == (1, 2)       # g = 128, batch 1 (with one part or two: below)
+    assert bmma_tiles_choices(1, 1) == (1, 2)       # g = 256, batch 1
+    assert bmma_tiles_choices(1, 2) == (1,)         # batch 2 (it would spill)
+    assert bmma_tiles_choices(4, 1) == (1,)         # g = 64: 2 blocks per SM
     assert sorted(v for v in bmma_variants() if v[3] == 2) == [(1, 1, 1, 2), (1, 1, 2, 2), (2, 1, 1, 2), (2, 1, 2, 2)]
 
 
@@ -81,12 +79,12 @@ def test_parts_and_tiles_exactly_where_they_are_compiled_and_fit(N, KG, g, M, p,
     slots = sms * BMMA_WARP_SLOTS
     q = bmma_parts(M, N, K, g, p, split, sms)
     assert q in bmma_parts_choices(S, M)
-    thin = p <= BMMA_TWO_TILES_EVERYWHERE_UP_TO_PLANES and 2 in bmma_tiles_choices(S, M, 2)
+    thin = p <= BMMA_TWO_TILES_EVERYWHERE_UP_TO_PLANES and 2 in bmma_tiles_choices(S, M)
     fits = pairs <= slots if thin else p <= BMMA_PARTS_UP_TO_PLANES and 2 * pairs <= slots
     assert q == (2 if 2 in bmma_parts_choices(S, M) and fits else 1)
-    r = bmma_tiles_per_warp(M, N, K, g, p, split, sms, q)
-    assert r in bmma_tiles_choices(S, M, q)
+    r = bmma_tiles_per_warp(M, N, K, g, p, split, sms)
+    assert r in bmma_tiles_choices(S, M)
     wide = thin or (p <= BMMA_TWO_TILES_UP_TO_PLANES and pairs > slots)
-    assert r == (2 if 2 in bmma_tiles_choices(S, M, q) and wide else 1)
+    assert r == (2 if 2 in bmma_tiles_choices(S, M) and wide else 1)
     if r == 2 and q == 2:          # two parts of two tiles: as many warps as pairs, within one wave
         assert p == 1 and pairs <= slots
