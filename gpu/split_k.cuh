@@ -26,15 +26,24 @@ __device__ __forceinline__ void store_split_output(__half* y, float* workspace, 
   else workspace[((size_t)split * M + m) * N + n] = v;
 }
 
+// A block arrives by one release-acquire atomic in thread 0 after a barrier, which orders the other
+// threads' partial stores before it (the pattern of CUTLASS's semaphore), instead of __threadfence()
+// in every thread before and after the atomic: that is a sequentially consistent MEMBAR.SC.GPU each.
+__device__ __forceinline__ bool arrive_last(unsigned int* counter, int num_splits) {
+  __shared__ bool is_last;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned int before;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(before) : "l"(counter) : "memory");
+    is_last = before == (unsigned)(num_splits - 1);
+  }
+  __syncthreads();  // thread 0's acquire, passed on to the block: the partials it reads below are complete
+  return is_last;
+}
+
 __device__ __forceinline__ void finish_split_k(const float* workspace, unsigned int* counters, __half* y,
                                                int M, int N, int num_splits, int row0, int rows, int tile) {
-  __shared__ bool is_last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) is_last = atomicAdd(&counters[tile], 1u) == (unsigned)(num_splits - 1);
-  __syncthreads();
-  if (!is_last) return;
-  __threadfence();
+  if (!arrive_last(&counters[tile], num_splits)) return;
   for (int idx = threadIdx.x; idx < rows * M; idx += blockDim.x) {
     const int rr = idx % rows, c = idx / rows, n = row0 + rr;
     if (n >= N) continue;
