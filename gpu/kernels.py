@@ -277,15 +277,17 @@ def bmma_variants() -> list[tuple[int, int, int, int]]:
             for r in bmma_tiles_choices(s, m)]
 
 
-def bmma_tiles_choices(S: int, Mp: int) -> tuple[int, ...]:
+def bmma_tiles_choices(S: int, Mp: int, p: int | None = None) -> tuple[int, ...]:
     """The 16-row tiles per warp bmma_gemv<S, Mp, parts, RT> is compiled for, with either parts: 1 and 2 at
-    batch 1 (g = 128 and 256), 1 for the others (at batch 2 and g = 256 two tiles spill)."""
-    return (1, 2) if Mp == 1 and S <= 2 else (1,)
+    batch 1 (g = 128 and 256), 1 for the others (at batch 2 and g = 256 two tiles spill).  Given p, the
+    ones a p-plane call may take: two tiles hold at most BMMA_TWO_TILES_UP_TO_PLANES planes' words."""
+    two = Mp == 1 and S <= 2 and (p is None or p <= BMMA_TWO_TILES_UP_TO_PLANES)
+    return (1, 2) if two else (1,)
 
 
 def _bmma_thin(S: int, Mp: int, p: int) -> bool:
     """Whether a call takes two tiles per warp on every layer: few enough planes, and compiled for it."""
-    return p <= BMMA_TWO_TILES_EVERYWHERE_UP_TO_PLANES and 2 in bmma_tiles_choices(S, Mp)
+    return p <= BMMA_TWO_TILES_EVERYWHERE_UP_TO_PLANES and 2 in bmma_tiles_choices(S, Mp, p)
 
 
 def _bmma_pairs(N: int, K: int, group_size: int, split: int) -> int:
@@ -308,9 +310,10 @@ def bmma_tiles_per_warp(M: int, N: int, K: int, group_size: int, p: int, split: 
     split: the contract's, equalized (reference.exact_mma.contract_split).
     """
     S, Mp = BMMA_STEP // group_size, batch_bucket(M)
-    wide = _bmma_thin(S, Mp, p) or (p <= BMMA_TWO_TILES_UP_TO_PLANES
-                                    and _bmma_pairs(N, K, group_size, split) > num_sms * BMMA_WARP_SLOTS)
-    return 2 if 2 in bmma_tiles_choices(S, Mp) and wide else 1
+    if 2 not in bmma_tiles_choices(S, Mp, p):
+        return 1
+    wide = _bmma_thin(S, Mp, p) or _bmma_pairs(N, K, group_size, split) > num_sms * BMMA_WARP_SLOTS
+    return 2 if wide else 1
 
 
 def bmma_parts(M: int, N: int, K: int, group_size: int, p: int, split: int, num_sms: int) -> int:
@@ -385,8 +388,7 @@ def bmma_gemv(x, tiles, alpha, beta=None, *, group_size: int, out=None, split: i
                          f"got {parts}")
     if tiles_per_warp is None:
         tiles_per_warp = bmma_tiles_per_warp(M, N, K, group_size, p, eq_split, _sm_count(dev))
-    elif tiles_per_warp not in bmma_tiles_choices(S, Mp) or (tiles_per_warp == 2 and
-                                                             p > BMMA_TWO_TILES_UP_TO_PLANES):
+    elif tiles_per_warp not in bmma_tiles_choices(S, Mp, p):
         raise ValueError(f"tiles_per_warp: bmma_gemv takes {bmma_tiles_choices(S, Mp)} at g={group_size}, "
                          f"batch bucket {Mp}, and 2 only up to {BMMA_TWO_TILES_UP_TO_PLANES} planes; "
                          f"got {tiles_per_warp} with p={p}")
