@@ -62,6 +62,7 @@ def test_two_tiles_only_where_compiled():
     assert bmma_tiles_choices(1, 1) == (1, 2)       # g = 256, batch 1
     assert bmma_tiles_choices(1, 2) == (1,)         # batch 2 (it would spill)
     assert bmma_tiles_choices(4, 1) == (1,)         # g = 64: 2 blocks per SM
+    assert bmma_tiles_choices(2, 1, 2) == (1, 2) and bmma_tiles_choices(2, 1, 3) == (1,)  # a call's planes: at most 2
     assert sorted(v for v in bmma_variants() if v[3] == 2) == [(1, 1, 1, 2), (1, 1, 2, 2), (2, 1, 1, 2), (2, 1, 2, 2)]
 
 
