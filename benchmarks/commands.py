@@ -5,6 +5,7 @@
     bcq bench bmma-parts [--out ...] [--quick]              the 1-bit kernel's warp shapes (parts x tiles), swept on a CUDA GPU
     bcq bench dequantize-layouts [--out ...] [--quick]      dequantize from the row-major planes and from the tiles
     bcq bench large-batch [--out ...] [--quick]             batches past 16: int8 launches of 16 against dequantize + cuBLAS
+    bcq bench model-estimate [--out ...]                    the GEMV table and targets on an H100, from the cost model (CPU)
     bcq bench quantize-speed [--quick]                       the quantizers on one 4096 x 4096 matrix (CPU)
     bcq bench quantize-quality [--quick]                     weight error of every method (CPU)
     bcq bench sim-speed                                      cost-model sweep rate (CPU)
@@ -22,6 +23,7 @@ SUITES = {  # name: (module, needs a CUDA GPU)
     "bmma-parts": ("benchmarks.bmma_parts", True),
     "dequantize-layouts": ("benchmarks.dequantize_layouts", True),
     "large-batch": ("benchmarks.large_batch", True),
+    "model-estimate": ("benchmarks.model_estimate", False),
     "quantize-speed": ("benchmarks.quantize_speed", False),
     "quantize-quality": ("benchmarks.quantize_quality", False),
     "sim-speed": ("benchmarks.sim_speed", False),
