@@ -3,8 +3,10 @@
     git worktree add /tmp/base main                       # the baseline's code, any revision
     python -m benchmarks.kernel_ab --base /tmp/base --kernel bmma_gemv --out benchmarks/results/h200
 
-`<base>/gpu` is imported as the package ``gpu_base`` beside this checkout's ``gpu`` (its .cu files
-compile separately: CuPy caches by source).  For every layer of ``benchmarks.gemv.LAYERS``, batch and
+`<base>/gpu` is imported as the package ``gpu_base`` beside this checkout's ``gpu``, its modules compiled
+with one more define (``-DBCQ_AB_BASE``, used by no source).  CuPy hands RawModules of the same code and
+options one compiled module, kernels and their attributes included, so without it a variant that only
+sets a kernel attribute (a shared-memory carveout, say) on an unchanged .cu would set it for the base too.  For every layer of ``benchmarks.gemv.LAYERS``, batch and
 precision, both kernels first run once on the same inputs and their float16 outputs are compared as
 bytes; then they are timed like ``benchmarks.gemv`` (CUDA-graph replay over weight copies larger than
 L2) in the order base, this, base, and the base time is the faster of its two, so drift between the
@@ -29,12 +31,14 @@ from gpu.kernels import BMMA_MAX_PLANES, IMMA_PLANES
 from .gemv import (BITS, GROUP, LAYERS, bcq_bytes, copies_beyond_l2, copy_bandwidth, device_name, gpu_slug,
                    kernel_weights, parse_layer, random_weights, save_results, side_by_side_markdown, time_graph)
 
+BASE_DEFINE = "-DBCQ_AB_BASE"  # keeps the base's compiled modules apart from this checkout's (see above)
 KERNELS = ("lut_gemv", "bmma_gemv", "imma_gemm", "mma_gemm")  # same arguments: (x, weights, alpha, group_size, out)
 MAX_BITS = min(BMMA_MAX_PLANES, IMMA_PLANES[-1])  # the most planes every kernel of KERNELS takes
 
 
 def load_base(checkout: Path, name: str = "gpu_base"):
-    """Import <checkout>/gpu as the package `name`; ValueError if there is no gpu package there."""
+    """Import <checkout>/gpu as the package `name`, its modules compiled apart from this checkout's (BASE_DEFINE);
+    ValueError if there is no gpu package there."""
     init = Path(checkout) / "gpu" / "__init__.py"
     if not init.is_file():
         raise ValueError(f"base: {checkout} has no gpu/__init__.py (pass a checkout of this repository)")
@@ -42,6 +46,11 @@ def load_base(checkout: Path, name: str = "gpu_base"):
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module              # its relative imports (from .kernels) resolve through this name
     spec.loader.exec_module(module)
+    kernels = module.kernels
+    if not hasattr(kernels, "NVRTC_OPTIONS"):
+        raise ValueError(f"base: {checkout}/gpu/kernels.py has no NVRTC_OPTIONS, so its modules cannot be kept "
+                         "apart from this checkout's (a checkout older than kernel_ab)")
+    kernels.NVRTC_OPTIONS = tuple(kernels.NVRTC_OPTIONS) + (BASE_DEFINE,)
     return module
 
 

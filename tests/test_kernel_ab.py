@@ -15,6 +15,8 @@ def test_base_checkout_loads_as_its_own_package(tmp_path):
     import gpu
     assert base is not gpu and base.bmma_gemv is not gpu.bmma_gemv
     assert Path(base.kernels.__file__).parent == tmp_path / "gpu"       # its .cu files are the base's
+    # its own compiled modules: CuPy would share one between the same code and options
+    assert base.kernels.NVRTC_OPTIONS == gpu.kernels.NVRTC_OPTIONS + (kernel_ab.BASE_DEFINE,)
 
 
 def test_bad_base_and_kernel_are_named(tmp_path, capsys):
