@@ -28,10 +28,12 @@ def _kl(model, fp, ids):
         return float(kl_loss(fp(ids).logits[:, :-1], model(ids).logits[:, :-1]))
 
 
-def _sharpen(fp):
-    """A random tiny Llama predicts near-uniformly; a larger embedding gives the KL something to fit."""
+def _sharpen(fp, by=3.0):
+    """A random tiny Llama predicts near-uniformly; a larger (tied) embedding sharpens its logits and gives
+    the KL more to fit.  Not much larger: at 20x the teacher is one-hot, the student agrees on every
+    argmax and the KL (about 1e-9) is float noise."""
     with torch.no_grad():
-        fp.model.embed_tokens.weight.mul_(20)
+        fp.model.embed_tokens.weight.mul_(by)
 
 
 def test_kl_loss_is_the_kl_divergence():
@@ -84,10 +86,12 @@ def test_e2e_on_a_sharp_teacher_improves_held_out_sequences():
     model, fp = two_precision_pair(seed=2)
     _sharpen(fp)
     _sharpen(model)
-    train, test = _ids(2, n=16), _ids(3, n=4)
+    train, test = _ids(2, n=64), _ids(3, n=8)
     kl0 = _kl(model, fp, test)
-    train_e2e(model, fp, train, E2EConfig(steps=32, lr=3e-2, n_seqs=16, seq_len=32, precisions=(3,)), progress=False)
-    assert _kl(model, fp, test) < kl0
+    assert kl0 > 1e-5                                       # a quantization error to fit, far above float noise
+    train_e2e(model, fp, train, E2EConfig(steps=32, lr=1e-2, n_seqs=64, seq_len=32, precisions=(3,)), progress=False)
+    # 0.73-0.83x on seeds 2, 4, 5 and 6 (16 sequences and lr 3e-2 generalised by 0.87-1.2x: too few to learn from)
+    assert _kl(model, fp, test) < 0.9 * kl0
 
 
 def test_a_step_that_makes_it_worse_is_reverted_bit_for_bit():
