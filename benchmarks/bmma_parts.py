@@ -31,7 +31,8 @@ def shape_key(parts: int, tiles_per_warp: int) -> str:
 
 def warp_shapes(kernels, S: int, Mp: int, p: int) -> dict[str, tuple[int, int]]:
     """Every (parts, tiles per warp) bmma_gemv<S, Mp, ...> is compiled for at p planes, by shape_key."""
-    return {shape_key(q, r): (q, r) for q in kernels.bmma_parts_choices(S, Mp) for r in kernels.bmma_tiles_choices(S, Mp, p)}
+    return {shape_key(q, r): (q, r) for q in kernels.bmma_parts_choices(S, Mp)
+            for r in kernels.bmma_tiles_choices(S, Mp, p)}
 
 
 def run(out_dir: Path, layers=LAYERS, batches=(1,), bits=BITS, command=""):

@@ -325,17 +325,21 @@ def plot(meta, records, path: Path) -> None:
     plt.close(fig)
 
 
-def markdown(meta, records) -> str:
+def markdown(meta, records, title: str | None = None,
+             best_heading: str = "Fastest bit-exact BCQ kernel (LUT, 1-bit, int8 or fp16 tensor-core)") -> str:
+    """The report of a run: the fastest kernel at each point, every path, one decoder block, the targets.
+    title: its first line (default: GEMV on the GPU, the date); best_heading: the first table's."""
     from benchmarks.anchors import ANY_PRECISION_H100_US
 
     idx = {(r["layer"], r["M"], r["method"], r["bits"]): r for r in records}
     keys = sorted({(r["layer"], r["M"]) for r in records}, key=lambda k: (list(LAYERS).index(k[0]), k[1]))
-    lines = [f"# GEMV on {meta['gpu']} ({meta['date']})", "",
+    title = title or f"GEMV on {meta['gpu']} ({meta['date']})"
+    lines = [f"# {title}", "",
              f"Command: `{meta['command']}`. {meta['method']}. Measured copy bandwidth "
              f"{meta['copy_bandwidth_Bps'] / 1e12:.2f} TB/s (read + write). Group size {meta['group_size']}. "
              "Floor = bytes a p-bit call must move / copy bandwidth. AP = Any-Precision LLM, the peers' H100 "
              "numbers from the project's anchor table (not re-measured here).", "",
-             "## Fastest bit-exact BCQ kernel (LUT, 1-bit, int8 or fp16 tensor-core)", "",
+             f"## {best_heading}", "",
              "| layer | N x K | M | FP16 us | 2-bit us | 3-bit us | 4-bit us | kernel 2/3/4 | % of floor 2/3/4 "
              "| x FP16 2/3/4 | x AP 3/4 |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -401,8 +405,41 @@ def decoder_layer_sums(records):
     return out
 
 
+# The GPU issue's targets: at batch 1 at least this fraction of the bandwidth floor (70B layers); this
+# many times Any-Precision LLM's speed (its H100 anchors); at batch 8 and 2 bits this many times FP16 (70B).
+FLOOR_FRACTION_TARGET, PEER_SPEEDUP_TARGET, FP16_SPEEDUP_TARGET = 0.85, 1.5, 3.0
+
+
+def issue_targets(records) -> list[dict]:
+    """Every target of the GPU issue that `records` can check, in the report's order, as dict(kind, layer,
+    M, bits, r, ref_us): kind 'floor', 'peer' or 'fp16'; r the fastest of our bit-exact kernels there;
+    ref_us what it is held to (the floor, the peer's H100 time, FP16's time).  need_us(target) is the
+    longest time that meets it."""
+    from benchmarks.anchors import ANY_PRECISION_H100_US
+
+    idx = {(r["layer"], r["M"], r["method"], r["bits"]): r for r in records}
+    big = [k for k in LAYERS if k.startswith("70B")]
+    out = [dict(kind="floor", layer=layer, M=1, bits=p, r=r, ref_us=r["floor_us"])
+           for layer in big for p in (2, 3, 4) if (r := best_kernel(idx, layer, 1, p))]
+    out += [dict(kind="peer", layer=layer, M=M, bits=p, r=r, ref_us=ap_us)
+            for (layer, M), ap in ANY_PRECISION_H100_US.items() for p, ap_us in ap.items()
+            if (r := best_kernel(idx, layer, M, p))]
+    out += [dict(kind="fp16", layer=layer, M=8, bits=2, r=r, ref_us=f["us"]) for layer in big
+            if (r := best_kernel(idx, layer, 8, 2)) and (f := idx.get((layer, 8, "cublas_fp16", None)))]
+    return out
+
+
+def need_us(target: dict, peer_scale: float = 1.0) -> float:
+    """The longest time that meets `target` (one of issue_targets); peer_scale rescales the peer's time."""
+    if target["kind"] == "floor":
+        return target["ref_us"] / FLOOR_FRACTION_TARGET
+    if target["kind"] == "peer":
+        return target["ref_us"] * peer_scale / PEER_SPEEDUP_TARGET
+    return target["ref_us"] / FP16_SPEEDUP_TARGET
+
+
 def target_report(records, h100: bool = True, copy_bandwidth_Bps: float | None = None):
-    """One line per target of the GPU issue: measured, met or missed and by how much.
+    """One line per target of the GPU issue (issue_targets): measured, met or missed and by how much.
 
     The targets are set for an H100; on another GPU the bandwidth and FP16 ratios are still
     reported against that GPU's own floor and cuBLAS.  The Any-Precision ones are checked only on an
@@ -411,18 +448,15 @@ def target_report(records, h100: bool = True, copy_bandwidth_Bps: float | None =
     that is not memory-bound gains less, so the estimate favours the peer).
     Each target is checked on the fastest of our bit-exact kernels at that point.
     """
-    from benchmarks.anchors import ANY_PRECISION_H100_US, H100_COPY_BANDWIDTH_BPS
+    from benchmarks.anchors import H100_COPY_BANDWIDTH_BPS
 
-    idx = {(r["layer"], r["M"], r["method"], r["bits"]): r for r in records}
+    targets = issue_targets(records)
     out = []
-    for layer in [k for k in LAYERS if k.startswith("70B")]:
-        for p in (2, 3, 4):
-            r = best_kernel(idx, layer, 1, p)
-            if r:
-                fr, need = r["fraction_of_floor"], r["floor_us"] / 0.85
-                verdict = "met" if fr >= 0.85 else f"missed (target 85 %, i.e. {need:.1f} us)"
-                out.append(f"{layer}, M=1, {p}-bit: {r['us']:.1f} us = {100 * fr:.0f} % of the floor "
-                           f"({r['floor_us']:.1f} us): {verdict}")
+    for t in (t for t in targets if t["kind"] == "floor"):
+        r, fr = t["r"], t["r"]["fraction_of_floor"]
+        verdict = "met" if fr >= FLOOR_FRACTION_TARGET else f"missed (target 85 %, i.e. {need_us(t):.1f} us)"
+        out.append(f"{t['layer']}, M=1, {t['bits']}-bit: {r['us']:.1f} us = {100 * fr:.0f} % of the floor "
+                   f"({r['floor_us']:.1f} us): {verdict}")
     if not h100:
         out.append("Any-Precision LLM: its numbers were measured on an H100, so they are not compared on this GPU"
                    + ("; estimates, its H100 times scaled by the copy bandwidths "
@@ -431,20 +465,17 @@ def target_report(records, h100: bool = True, copy_bandwidth_Bps: float | None =
     if h100 or copy_bandwidth_Bps:
         scale = 1.0 if h100 else H100_COPY_BANDWIDTH_BPS / copy_bandwidth_Bps
         tag, met, missed = ("", "met", "missed") if h100 else ("(estimate) ", "would be met", "would be missed")
-        for (layer, M), ap in ANY_PRECISION_H100_US.items():
-            for p, ap_us in ap.items():
-                r = best_kernel(idx, layer, M, p)
-                if r:
-                    peer = ap_us * scale
-                    x = peer / r["us"]
-                    scaled = "" if h100 else f" x {scale:.2f} = {peer:.1f} us"
-                    out.append(f"{tag}{layer}, M={M}, {p}-bit vs Any-Precision {ap_us} us{scaled}: {r['us']:.1f} us = "
-                               f"{x:.2f}x ({met if x >= 1.5 else missed + ', target 1.5x'})")
-    for layer in [k for k in LAYERS if k.startswith("70B")]:
-        r, f = best_kernel(idx, layer, 8, 2), idx.get((layer, 8, "cublas_fp16", None))
-        if r and f:
-            x = f["us"] / r["us"]
-            out.append(f"{layer}, M=8, 2-bit vs FP16: {x:.2f}x ({'met' if x >= 3 else 'missed, target 3x'})")
+        for t in (t for t in targets if t["kind"] == "peer"):
+            r, ap_us = t["r"], t["ref_us"]
+            peer = ap_us * scale
+            x = peer / r["us"]
+            scaled = "" if h100 else f" x {scale:.2f} = {peer:.1f} us"
+            out.append(f"{tag}{t['layer']}, M={t['M']}, {t['bits']}-bit vs Any-Precision {ap_us} us{scaled}: "
+                       f"{r['us']:.1f} us = {x:.2f}x ({met if x >= PEER_SPEEDUP_TARGET else missed + ', target 1.5x'})")
+    for t in (t for t in targets if t["kind"] == "fp16"):
+        x = t["ref_us"] / t["r"]["us"]
+        out.append(f"{t['layer']}, M=8, 2-bit vs FP16: {x:.2f}x "
+                   f"({'met' if x >= FP16_SPEEDUP_TARGET else 'missed, target 3x'})")
     return out
 
 

@@ -6,11 +6,14 @@
 `<base>/gpu` is imported as the package ``gpu_base`` beside this checkout's ``gpu``, its modules compiled
 with one more define (``-DBCQ_AB_BASE``, used by no source).  CuPy hands RawModules of the same code and
 options one compiled module, kernels and their attributes included, so without it a variant that only
-sets a kernel attribute (a shared-memory carveout, say) on an unchanged .cu would set it for the base too.  For every layer of ``benchmarks.gemv.LAYERS``, batch and
-precision, both kernels first run once on the same inputs and their float16 outputs are compared as
-bytes; then they are timed like ``benchmarks.gemv`` (CUDA-graph replay over weight copies larger than
-L2) in the order base, this, base, and the base time is the faster of its two, so drift between the
-two timings favours the baseline.  Both checkouts share this checkout's ``reference/``.
+sets a kernel attribute (a shared-memory carveout, say) on an unchanged .cu would set it for the base
+too.
+
+For every layer of ``benchmarks.gemv.LAYERS``, batch and precision, both kernels first run once on the
+same inputs and their float16 outputs are compared as bytes; then they are timed like
+``benchmarks.gemv`` (CUDA-graph replay over weight copies larger than L2) in the order base, this, base,
+and the base time is the faster of its two, so drift between the two timings favours the baseline. Both
+checkouts share this checkout's ``reference/``.
 
 Results: OUT/kernel_ab_<kernel>_<gpu>.json and .md.
 """

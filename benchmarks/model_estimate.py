@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .gemv import BATCHES, BITS, GROUP, LAYERS, bcq_bytes, best_kernel, fp16_bytes, markdown, save_results
+from .gemv import (BATCHES, BITS, GROUP, LAYERS, bcq_bytes, fp16_bytes, issue_targets, markdown, need_us,
+                   save_results)
 
 DEVICE = "H100-SXM"
 H100_RESULTS = Path(__file__).resolve().parent / "results" / "gemv_h100.json"
@@ -88,42 +89,26 @@ def model_error() -> dict[str, float]:
 
 
 def margins(records, errors: dict[str, float]) -> list[dict]:
-    """Each target of the kernel issue with its threshold and margin = threshold / model (met where >= 1).
-    ``close``: the margin is within the kernel's leave-one-out median error of 1 either way."""
-    from .anchors import ANY_PRECISION_H100_US
-
-    idx = {(r["layer"], r["M"], r["method"], r["bits"]): r for r in records}
+    """Each target of the kernel issue (benchmarks.gemv.issue_targets) with the time that meets it and
+    margin = that time / the model's (met where >= 1).  ``close``: the margin is within the kernel's
+    leave-one-out median error of 1 either way."""
+    names = {"floor": "85 % of the floor", "peer": "1.5x Any-Precision ({} us)", "fp16": "3x FP16 ({:.1f} us)"}
     out = []
-
-    def add(what, r, need_us):
-        if r:
-            m = need_us / r["us"]
-            out.append(dict(target=what, method=r["method"], model_us=r["us"], need_us=need_us, margin=m,
-                            close=abs(m - 1) <= errors[r["method"]]))
-
-    for layer in [k for k in LAYERS if k.startswith("70B")]:
-        for p in BITS:
-            r = best_kernel(idx, layer, 1, p)
-            if r:
-                add(f"{layer}, M=1, {p}-bit: 85 % of the floor", r, r["floor_us"] / 0.85)
-    for (layer, M), ap in ANY_PRECISION_H100_US.items():
-        for p, ap_us in ap.items():
-            add(f"{layer}, M={M}, {p}-bit: 1.5x Any-Precision ({ap_us} us)", best_kernel(idx, layer, M, p), ap_us / 1.5)
-    for layer in [k for k in LAYERS if k.startswith("70B")]:
-        f = idx.get((layer, 8, "cublas_fp16", None))
-        if f:
-            add(f"{layer}, M=8, 2-bit: 3x FP16 ({f['us']:.1f} us)", best_kernel(idx, layer, 8, 2), f["us"] / 3)
+    for t in issue_targets(records):
+        r, need = t["r"], need_us(t)
+        m = need / r["us"]
+        out.append(dict(target=f"{t['layer']}, M={t['M']}, {t['bits']}-bit: " + names[t["kind"]].format(t["ref_us"]),
+                        method=r["method"], model_us=r["us"], need_us=need, margin=m,
+                        close=abs(m - 1) <= errors[r["method"]]))
     return out
 
 
 def report(meta, records, errors) -> str:
     """The gemv benchmark's markdown on the modelled rows, then the targets' margins."""
     rows = margins(records, errors)
-    table = markdown(meta, records).rstrip("\n").split("\n")
-    table[0] = f"# GEMV on an H100 as the cost model predicts it, not measured ({meta['date']})"
-    heading = "## Fastest of the modelled kernels (1-bit and int8 tensor-core)"
-    table = [heading if line.startswith("## Fastest") else line for line in table]
-    lines = table + ["", "## Margins against the model's error", "",
+    title = f"GEMV on an H100 as the cost model predicts it, not measured ({meta['date']})"
+    table = markdown(meta, records, title, best_heading="Fastest of the modelled kernels (1-bit and int8 tensor-core)")
+    lines = [table.rstrip("\n"), "", "## Margins against the model's error", "",
              "margin = the target's time / the model's time (the target is met where it is at least 1). "
              "The model's leave-one-out median error on the H200 rows: "
              + ", ".join(f"{m} {100 * e:.1f} %" for m, e in errors.items())

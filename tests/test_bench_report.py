@@ -2,7 +2,8 @@
 one decoder block's linears summed."""
 import pytest
 
-from benchmarks.gemv import LAYERS, bcq_bytes, decoder_layer_sums, fp16_bytes, gpu_slug, markdown, target_report
+from benchmarks.gemv import (LAYERS, bcq_bytes, decoder_layer_sums, fp16_bytes, gpu_slug, issue_targets, markdown,
+                             need_us, target_report)
 
 
 @pytest.mark.parametrize("name, slug", [("NVIDIA H100 80GB HBM3", "h100"), ("NVIDIA H200", "h200"),
@@ -124,3 +125,13 @@ def test_render_rebuilds_the_report_and_plot_from_a_json_and_refuses_other_files
     bad.write_text(json.dumps({"rows": []}))
     with pytest.raises(ValueError, match=r"json_path: .* is not a gemv result \(needs 'meta' and 'records'\)"):
         render(bad)
+
+
+def test_issue_targets_and_the_time_each_needs():
+    ts = issue_targets(_records(10.0))
+    assert [t["kind"] for t in ts] == ["floor"] * 12 + ["peer"] * 22 + ["fp16"] * 4   # 70B x 3 bits, anchors, 70B
+    floor, peer, fp16 = ts[0], ts[12], ts[-1]
+    assert need_us(floor) == pytest.approx(floor["r"]["floor_us"] / 0.85)
+    assert need_us(peer) == pytest.approx(peer["ref_us"] / 1.5)
+    assert need_us(peer, 0.5) == pytest.approx(peer["ref_us"] / 3)  # a scaled peer time
+    assert fp16["M"] == 8 and fp16["bits"] == 2 and need_us(fp16) == pytest.approx(100.0 / 3)
